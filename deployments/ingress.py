@@ -1,0 +1,53 @@
+"""Ingress: the HTTP app and the DeploymentHandle entry point of the service."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from ray import serve
+
+from serve_app.api import build_http_app
+from serve_app.config import AppConfig
+from serve_app.results import TranscribeRequest, TranscriptionResult
+from serve_app.service import TranscriptionService
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.ingress()
+class Ingress:
+    """Decodes audio, cuts VAD chunks and fans them out to the per-model Transcribers.
+
+    Other Ray apps call `transcribe` through `serve.get_app_handle(app_name)`; it runs the
+    same path (and the same cross-request batches) as the HTTP routes.
+    """
+
+    def __init__(self, config: AppConfig, transcribers: dict[str, Any]) -> None:
+        self.service = TranscriptionService(config, transcribers)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_http_app(self.service)
+
+    async def transcribe(
+        self, audio: bytes | np.ndarray, request: TranscribeRequest | None = None, **options: Any
+    ) -> TranscriptionResult:
+        """Transcribe encoded audio bytes or a 16 kHz mono float32 array.
+
+        Options are `TranscribeRequest` fields (model, task, language, prompt, temperature,
+        beam_size, word_timestamps, segment_timestamps, priority, tenant), given either as a
+        `TranscribeRequest` or as keyword arguments.
+        """
+        if request is None:
+            request = TranscribeRequest(**options)
+        return await self.service.transcribe(audio, request)
+
+    async def stats(self) -> dict[str, Any]:
+        """Per-model batching statistics from every Transcriber replica reached."""
+        out: dict[str, Any] = {}
+        for name, handle in self.service._handles.items():
+            out[name] = await handle.stats.remote()
+        return out

@@ -1,0 +1,45 @@
+"""Typed application builder: `serve run serve_app.app:build_app` / `serve_config.yaml`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from deployments.ingress import Ingress
+from deployments.transcriber import Transcriber
+from serve_app.config import AppConfig, ModelConfig
+
+
+def transcriber_options(model: ModelConfig) -> dict[str, Any]:
+    """Ray Serve deployment options of one model size."""
+    options: dict[str, Any] = {
+        "name": model.deployment_name,
+        "ray_actor_options": {"num_cpus": model.num_cpus, "num_gpus": model.num_gpus},
+        "max_ongoing_requests": model.max_ongoing_requests,
+        "max_queued_requests": model.max_queued_requests,
+        "user_config": model.batching.model_dump(),
+        "health_check_period_s": 10,
+        "graceful_shutdown_timeout_s": 30,
+    }
+    scaling = model.autoscaling
+    if scaling.min_replicas == scaling.max_replicas and scaling.initial_replicas is None:
+        options["num_replicas"] = scaling.min_replicas
+    else:
+        options["autoscaling_config"] = scaling.to_serve()
+    return options
+
+
+def build_app(args: AppConfig) -> Application:
+    """One Transcriber deployment per configured model, behind one Ingress."""
+    transcribers = {
+        model.name: Transcriber.options(**transcriber_options(model)).bind(
+            model, str(args.cache_path), args.storage.s3
+        )
+        for model in args.models
+    }
+    return Ingress.options(
+        num_replicas=args.ingress.num_replicas,
+        ray_actor_options={"num_cpus": args.ingress.num_cpus},
+        max_ongoing_requests=args.ingress.max_ongoing_requests,
+    ).bind(args, transcribers)

@@ -1,0 +1,186 @@
+"""Cross-request micro-batching of audio chunks.
+
+Chunks from every caller (HTTP, handles, jobs) queue here, grouped by their decode-options
+key; chunks that share a key are decoded in one batched call. One batch runs at a time per
+replica (the model is one compute resource), so chunks that arrive while a batch runs are
+picked up together by the next one: under load batches fill up without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from serve_app.config import BatchSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(order=True)
+class _Pending(Generic[T, R]):
+    sort_key: tuple[int, int]
+    arrived: float = field(compare=False)
+    item: T = field(compare=False)
+    future: asyncio.Future[R] = field(compare=False)
+
+
+@dataclass
+class BatchRecord:
+    """What one executed batch looked like (for metrics and logs)."""
+
+    key: str
+    size: int
+    queue_wait_s: float
+    run_s: float
+
+
+class KeyedBatcher(Generic[T, R]):
+    """Queues items by key and runs same-key items together, highest priority first."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        settings: BatchSettings,
+        *,
+        on_batch: Callable[[BatchRecord], None] | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._settings = settings
+        self._on_batch = on_batch
+        self._queues: dict[str, list[_Pending[T, R]]] = {}
+        self._seq = itertools.count()
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.size_histogram: Counter[int] = Counter()
+        self.batches = 0
+
+    @property
+    def settings(self) -> BatchSettings:
+        return self._settings
+
+    def update(self, settings: BatchSettings) -> None:
+        """Apply new limits; the next batch uses them."""
+        self._settings = settings
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    async def submit(self, key: str, item: T, priority: int = 0) -> R:
+        """Queue one item and wait for its result."""
+        loop = asyncio.get_running_loop()
+        self._ensure_worker()
+        future: asyncio.Future[R] = loop.create_future()
+        pending = _Pending((-priority, next(self._seq)), time.monotonic(), item, future)
+        heapq.heappush(self._queues.setdefault(key, []), pending)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            return await future
+        finally:
+            # Cancelled callers (client gone, job cancelled) are skipped at dispatch time.
+            if not future.done():
+                future.cancel()
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            key = self._next_key()
+            if key is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._fill(key)
+            batch = self._take(key)
+            if batch:
+                await self._execute(key, batch)
+
+    def _next_key(self) -> str | None:
+        self._drop_cancelled()
+        best: tuple[tuple[int, int], str] | None = None
+        for key, queue in self._queues.items():
+            if queue and (best is None or queue[0].sort_key < best[0]):
+                best = (queue[0].sort_key, key)
+        return best[1] if best else None
+
+    async def _fill(self, key: str) -> None:
+        """Wait until the batch for `key` is full or its oldest item has waited long enough."""
+        assert self._wakeup is not None
+        queue = self._queues[key]
+        oldest = min(p.arrived for p in queue)
+        while len(queue) < self._settings.max_batch_size:
+            remaining = oldest + self._settings.batch_wait_timeout_s - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self, key: str) -> list[_Pending[T, R]]:
+        queue = self._queues.get(key, [])
+        batch: list[_Pending[T, R]] = []
+        while queue and len(batch) < self._settings.max_batch_size:
+            pending = heapq.heappop(queue)
+            if not pending.future.done():
+                batch.append(pending)
+        if not queue:
+            self._queues.pop(key, None)
+        return batch
+
+    async def _execute(self, key: str, batch: list[_Pending[T, R]]) -> None:
+        started = time.monotonic()
+        try:
+            results = await self._run_batch([p.item for p in batch])
+        except Exception as exc:  # every caller of the batch gets the same error
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            logger.warning("batch of %d failed: %r", len(batch), exc)
+            return
+        if len(results) != len(batch):
+            error = RuntimeError(f"batch returned {len(results)} results for {len(batch)} items")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+        record = BatchRecord(
+            key=key,
+            size=len(batch),
+            queue_wait_s=started - min(p.arrived for p in batch),
+            run_s=time.monotonic() - started,
+        )
+        self.batches += 1
+        self.size_histogram[record.size] += 1
+        if self._on_batch is not None:
+            self._on_batch(record)
+
+    def _drop_cancelled(self) -> None:
+        for key in list(self._queues):
+            queue = [p for p in self._queues[key] if not p.future.done()]
+            if queue:
+                heapq.heapify(queue)
+                self._queues[key] = queue
+            else:
+                del self._queues[key]

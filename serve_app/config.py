@@ -1,0 +1,207 @@
+"""Typed application config: the single source of every setting.
+
+`serve_config.yaml` passes `args:` to `serve_app.app:build_app`, which Ray Serve validates
+into `AppConfig`. Nothing else in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchSettings(_Strict):
+    """Cross-request batching knobs; live-tunable through the Transcriber's `user_config`."""
+
+    max_batch_size: int = Field(8, ge=1, le=64, description="Most chunks in one generate call.")
+    batch_wait_timeout_s: float = Field(
+        0.05,
+        ge=0.0,
+        le=5.0,
+        description="How long a non-full batch waits for more chunks before it runs.",
+    )
+
+
+class AutoscalingSettings(_Strict):
+    """Maps onto Ray Serve's `autoscaling_config` for one model deployment."""
+
+    min_replicas: int = Field(1, ge=0, le=1000)
+    max_replicas: int = Field(1, ge=1, le=1000)
+    initial_replicas: int | None = Field(None, ge=0, le=1000)
+    target_ongoing_requests: float = Field(
+        8.0, gt=0, description="Chunks in flight per replica; size it to the batch size."
+    )
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(120.0, ge=0)
+    metrics_interval_s: float = Field(2.0, gt=0)
+    look_back_period_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        out = self.model_dump(exclude_none=True)
+        return out
+
+
+class ModelConfig(_Strict):
+    """One model size = one Transcriber deployment."""
+
+    name: str = Field(description="Public model id, e.g. 'tiny.en' or 'base'.")
+    weights: str | None = Field(
+        None,
+        description="'bundled:<name>', a local directory or an s3://bucket/prefix; "
+        "defaults to bundled:<name>.",
+    )
+    aliases: list[str] = Field(default_factory=list, description="Extra ids, e.g. 'whisper-1'.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = cuda when Ray assigned a GPU and CUDA is usable, else cpu."
+    )
+    compute_type: str | None = Field(
+        None, description="CTranslate2 compute type; default float16 on cuda, int8 on cpu."
+    )
+    num_gpus: float = Field(0.0, ge=0.0, le=8.0, description="GPU share per replica.")
+    num_cpus: float = Field(1.0, gt=0.0, le=64.0, description="CPU share per replica.")
+    cpu_threads: int = Field(
+        0, ge=0, le=64, description="CTranslate2 intra-op threads; 0 = ceil(num_cpus)."
+    )
+    max_ongoing_requests: int = Field(
+        32, ge=1, le=1024, description="Chunks a replica accepts at once (>= max_batch_size)."
+    )
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="Chunks waiting at the router before 503; -1 = unbounded."
+    )
+    autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
+    batching: BatchSettings = Field(default_factory=BatchSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not MODEL_NAME_RE.match(value):
+            raise ValueError(f"model name {value!r} must match {MODEL_NAME_RE.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> ModelConfig:
+        if self.num_gpus > 1 and not float(self.num_gpus).is_integer():
+            raise ValueError("num_gpus above 1 must be a whole number")
+        if self.max_ongoing_requests < self.batching.max_batch_size:
+            raise ValueError(
+                f"model {self.name}: max_ongoing_requests ({self.max_ongoing_requests}) must be "
+                f">= batching.max_batch_size ({self.batching.max_batch_size}), "
+                "or batches can never fill"
+            )
+        return self
+
+    @property
+    def weights_uri(self) -> str:
+        return self.weights or f"bundled:{self.name}"
+
+    @property
+    def deployment_name(self) -> str:
+        return "Transcriber-" + re.sub(r"[^A-Za-z0-9_-]", "_", self.name)
+
+    @property
+    def effective_cpu_threads(self) -> int:
+        if self.cpu_threads:
+            return self.cpu_threads
+        return max(1, int(-(-self.num_cpus // 1)))
+
+
+class S3Config(_Strict):
+    """Connection settings for any S3-compatible endpoint."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+class StorageConfig(_Strict):
+    """Where durable state lives. Defaults need no external server."""
+
+    database_url: str = Field("sqlite:///~/.local/share/whisper-serve/jobs.db")
+    blob_url: str = Field("file:///~/.local/share/whisper-serve/blobs")
+    redis_url: str | None = None
+    s3: S3Config = Field(default_factory=S3Config)
+
+
+class LimitsConfig(_Strict):
+    """Bounds on untrusted input."""
+
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="Request body cap.")
+    max_audio_duration_s: float = Field(4 * 3600.0, gt=0, description="Decoded length cap.")
+    decode_timeout_s: float = Field(120.0, gt=0, description="Wall-clock cap on one decode.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Cap on one sync transcription.")
+
+
+class IngressConfig(_Strict):
+    """Resources of the HTTP/handle entry deployment."""
+
+    num_cpus: float = Field(0.25, gt=0)
+    num_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(64, ge=1)
+
+
+class AppConfig(_Strict):
+    """Root of the app-builder args (`serve_config.yaml` → `args:`)."""
+
+    models: list[ModelConfig] = Field(
+        default_factory=lambda: [ModelConfig(name="tiny.en", aliases=["whisper-1"])],
+        min_length=1,
+    )
+    default_model: str | None = Field(None, description="Used when a request names no model.")
+    model_cache_dir: str = Field(
+        "~/.cache/whisper-serve/models", description="Where reassembled/downloaded weights go."
+    )
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AppConfig:
+        seen: dict[str, str] = {}
+        for model in self.models:
+            for ident in [model.name, *model.aliases]:
+                if ident in seen:
+                    raise ValueError(f"model id {ident!r} is used twice ({seen[ident]})")
+                seen[ident] = model.name
+        if self.default_model is not None and self.default_model not in seen:
+            raise ValueError(f"default_model {self.default_model!r} is not a configured model")
+        return self
+
+    def model_ids(self) -> dict[str, str]:
+        """Every accepted id (names and aliases) -> canonical model name."""
+        ids: dict[str, str] = {}
+        for model in self.models:
+            ids[model.name] = model.name
+            for alias in model.aliases:
+                ids[alias] = model.name
+        return ids
+
+    def resolve_model(self, requested: str | None) -> ModelConfig | None:
+        ident = requested or self.default_model or self.models[0].name
+        name = self.model_ids().get(ident)
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.model_cache_dir).expanduser()
