@@ -130,6 +130,7 @@ class Transcriber:
             "device": self.device.device,
             "compute_type": self.device.compute_type,
             "gpu_ids": self.gpu_ids,
+            "assigned_resources": ray.get_runtime_context().get_assigned_resources(),
             "replica": self.replica_id,
             "node_id": ray.get_runtime_context().get_node_id(),
         }

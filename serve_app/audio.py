@@ -81,7 +81,7 @@ def decode_audio(
         if not container.streams.audio:
             raise UnsupportedMedia("the file has no audio stream")
         stream = container.streams.audio[0]
-        declared = _declared_duration(container, stream)
+        declared = _wav_declared_duration(data) or _declared_duration(container, stream)
         if declared is not None and declared > max_duration_s * 1.05:
             raise AudioTooLong(
                 f"audio is {declared:.0f} s long; the limit is {max_duration_s:.0f} s"
@@ -148,6 +148,23 @@ def _group_frames(frames: Iterator, num_samples: int) -> Iterator:
 def _resample(frames: Iterator, resampler) -> Iterator:
     for frame in itertools.chain(frames, [None]):  # None flushes the resampler
         yield from resampler.resample(frame)
+
+
+def _wav_declared_duration(data: bytes) -> float | None:
+    """Duration a RIFF/WAVE header promises (FFmpeg trusts the file size instead)."""
+    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(data):
+        chunk_id, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if chunk_id == b"fmt " and pos + 16 <= len(data):
+            byte_rate = int.from_bytes(data[pos + 16 : pos + 20], "little")
+        elif chunk_id == b"data":
+            if not byte_rate or size in (0, 0xFFFFFFFF):  # streaming writers leave it unset
+                return None
+            return size / byte_rate
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _declared_duration(container, stream) -> float | None:

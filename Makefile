@@ -1,0 +1,50 @@
+# Two entry points: `make run` (set up + serve) and `make test` (set up + all tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+APT_PACKAGES := espeak-ng sox postgresql redis-server
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install system-deps lint format unit integration bench bench-quick clean
+
+run: install  ## set up and run the service on :8000 (CPU default config)
+	$(BIN)/serve run serve_config.yaml
+
+test: system-deps install lint  ## set up and run every test (unit + integration)
+	$(BIN)/python -m pytest tests -p no:cacheprovider --timeout 900 -q -ra
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:  ## Debian packages the tests need (servers are started by the tests)
+	@missing=""; \
+	for cmd in espeak-ng sox redis-server; do command -v $$cmd >/dev/null || missing=1; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit: install
+	$(BIN)/python -m pytest tests/unit -p no:cacheprovider -q
+
+integration: system-deps install
+	$(BIN)/python -m pytest tests/integration -p no:cacheprovider --timeout 900 -q -ra
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,315 @@
+"""Blob stores for audio uploads and results: a local folder or an S3-compatible bucket.
+
+Keys are relative, slash-separated paths (`audio/<sha256>`, `results/<job>.json`). The same key
+rules apply to both backends, so a key that works on a laptop also works on S3 and vice versa.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Self, TypedDict
+
+import boto3
+import boto3.exceptions
+import botocore.exceptions
+from botocore.config import Config
+
+from .errors import InvalidKey, NotFound, StoreError, StoreUnavailable, Unsupported
+from .models import utcnow
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach an S3-compatible endpoint. None credentials use boto3's default chain."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+
+
+class PresignedPost(TypedDict):
+    """A browser-style form upload: POST `fields` plus a `file` part to `url`."""
+
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+
+
+def validate_key(key: str) -> list[str]:
+    """The key's path segments; InvalidKey for empty, absolute or escaping keys."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKey(f"invalid blob key {key!r}")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidKey(f"invalid blob key {key!r}")
+    return parts
+
+
+class BlobStore(abc.ABC):
+    """Named byte objects."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Write an object atomically: readers see the old object or the whole new one."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
+        """Like put(), streaming from a local file."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """Raises NotFound if the object does not exist."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Idempotent: deleting a missing object is not an error."""
+
+    @abc.abstractmethod
+    def presign_put(self, key: str, max_bytes: int, expires_s: int = 900) -> PresignedPost:
+        """A time-limited direct-upload form capped at `max_bytes` (Unsupported on files)."""
+
+    @abc.abstractmethod
+    def url_for(self, key: str) -> str:
+        """A URL naming the object (file:// or s3://), for logs and job records."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release clients; the store is unusable afterwards."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename: jobs point at blobs, so a committed row must never outlive its file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileBlobStore(BlobStore):
+    """Objects as files under `root`; writes go to a temp file then os.replace()."""
+
+    def __init__(self, root: str | Path) -> None:
+        try:
+            path = Path(root).expanduser()
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create blob folder {root}: {exc}") from exc
+        self.root = path.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = self.root.joinpath(*validate_key(key))
+        # Catches symlinks inside the root that point outside it.
+        if not path.resolve().is_relative_to(self.root):
+            raise InvalidKey(f"blob key {key!r} escapes the store root")
+        return path
+
+    @contextmanager
+    def _atomic_target(self, key: str) -> Iterator[Any]:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Same directory as the target, so os.replace() is an atomic rename.
+            with tempfile.NamedTemporaryFile(
+                dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+            ) as tmp:
+                try:
+                    yield tmp
+                    tmp.flush()
+                    os.fsync(tmp.fileno())
+                except BaseException:
+                    tmp.close()
+                    os.unlink(tmp.name)
+                    raise
+            os.replace(tmp.name, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot write blob {key!r}: {exc}") from exc
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        with self._atomic_target(key) as tmp:
+            tmp.write(data)
+
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
+        with self._atomic_target(key) as tmp, open(path, "rb") as src:
+            shutil.copyfileobj(src, tmp, length=1024 * 1024)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFound(f"blob {key!r} not found") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {key!r}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot delete blob {key!r}: {exc}") from exc
+
+    def presign_put(self, key: str, max_bytes: int, expires_s: int = 900) -> PresignedPost:
+        raise Unsupported("presigned uploads need an S3 blob store")
+
+    def url_for(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def close(self) -> None:
+        return None  # plain files: nothing is held open between calls
+
+
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    """The store error for a boto (or local file) error raised while doing `what`."""
+    if isinstance(exc, boto3.exceptions.Boto3Error):
+        # upload_file() re-raises client errors as S3UploadFailedError; judge the original.
+        inner = exc.__cause__ or exc.__context__
+        if isinstance(inner, botocore.exceptions.ClientError | botocore.exceptions.BotoCoreError):
+            return _translate(inner, what)
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if str(error.get("Code")) in _MISSING_CODES:
+            return NotFound(f"{what}: not found")
+        if status >= 500 or error.get("Code") == "SlowDown":
+            return StoreUnavailable(f"{what}: {exc}")
+    if isinstance(exc, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
+        return StoreUnavailable(f"{what}: {exc}")
+    return StoreError(f"{what}: {exc}")
+
+
+_BOTO_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
+@contextmanager
+def _s3_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (*_BOTO_ERRORS, boto3.exceptions.Boto3Error, OSError) as exc:
+        raise _translate(exc, what) from exc
+
+
+class S3BlobStore(BlobStore):
+    """Objects under `s3://bucket/prefix/` on AWS S3 or a compatible server (path-style)."""
+
+    def __init__(self, bucket: str, prefix: str = "", settings: S3Settings | None = None):
+        settings = settings or S3Settings()
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            validate_key(self.prefix)
+        # A private session: boto3's default session is shared global state and not thread-safe.
+        session = boto3.session.Session(
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+            region_name=settings.region,
+        )
+        self._client = session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            config=Config(
+                signature_version="s3v4",
+                # Path-style works with every S3-compatible server and needs no wildcard DNS.
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=60,
+            ),
+        )
+        self._region = settings.region
+
+    def _key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket unless it exists (racing creators are fine)."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+            return
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in _MISSING_CODES:
+                raise _translate(exc, f"head bucket {self.bucket}") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise _translate(exc, f"head bucket {self.bucket}") from exc
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self._region != "us-east-1":  # us-east-1 rejects an explicit location constraint
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        try:
+            self._client.create_bucket(**kwargs)
+        except _BOTO_ERRORS as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code != "BucketAlreadyOwnedByYou":
+                raise _translate(exc, f"create bucket {self.bucket}") from exc
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        with _s3_errors(f"put {key}"):
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        with _s3_errors(f"upload {key}"):
+            self._client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
+
+    def get(self, key: str) -> bytes:
+        with _s3_errors(f"get {key}"):
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return bytes(response["Body"].read())
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _s3_errors(f"head {key}"):
+                self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except NotFound:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        with _s3_errors(f"delete {key}"):
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def presign_put(self, key: str, max_bytes: int, expires_s: int = 900) -> PresignedPost:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        expires_at = utcnow() + timedelta(seconds=expires_s)
+        with _s3_errors(f"presign {key}"):
+            post = self._client.generate_presigned_post(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                # S3 itself rejects bodies outside this range, so the cap holds without us.
+                Conditions=[["content-length-range", 1, max_bytes]],
+                ExpiresIn=expires_s,
+            )
+        return PresignedPost(url=post["url"], fields=dict(post["fields"]), expires_at=expires_at)
+
+    def url_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,194 @@
+"""The job store interface, plus loaders for the SQL files the database backends share.
+
+`JobStore` is what the job tracker and the HTTP layer program against. All methods are
+synchronous and blocking: async callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any, Self
+
+from .errors import StoreError
+from .models import ApiKey, ChunkCheckpoint, Job, JobStatus, NewJob, WebhookDelivery
+
+_BLOCK_RE = re.compile(r"^-- name: (?P<name>\w+)(?: \((?P<dialect>\w+)\))?\s*$", re.MULTILINE)
+_MIGRATION_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.sql$")
+
+
+def _sql_dir() -> Any:
+    return resources.files(__package__).joinpath("sql")
+
+
+def load_queries(dialect: str) -> dict[str, str]:
+    """Named blocks from `sql/queries.sql`; a `(dialect)` variant overrides the plain one."""
+    text = _sql_dir().joinpath("queries.sql").read_text(encoding="utf-8")
+    matches = list(_BLOCK_RE.finditer(text))
+    plain: dict[str, str] = {}
+    specific: dict[str, str] = {}
+    for match, following in zip(matches, [*matches[1:], None], strict=True):
+        body = text[match.end() : following.start() if following else len(text)].strip()
+        block_dialect = match["dialect"]
+        if block_dialect is None:
+            plain[match["name"]] = body
+        elif block_dialect == dialect:
+            specific[match["name"]] = body
+    return plain | specific
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One versioned schema change, applied at most once."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(dialect: str) -> list[Migration]:
+    """`sql/migrations/<dialect>/NNNN_name.sql`, in version order."""
+    folder = _sql_dir().joinpath("migrations", dialect)
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION_RE.match(entry.name)
+        if match:
+            sql = entry.read_text(encoding="utf-8")
+            found.append(Migration(int(match["version"]), match["name"], sql))
+    found.sort(key=lambda m: m.version)
+    if len({m.version for m in found}) != len(found):
+        raise StoreError(f"duplicate migration versions in {dialect} migrations")
+    return found
+
+
+class JobStore(abc.ABC):
+    """Durable jobs, chunk checkpoints, webhook deliveries and API keys."""
+
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply missing schema migrations in order; returns the versions applied now."""
+
+    @abc.abstractmethod
+    def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        """Insert a queued job; (existing job, False) when the tenant reuses an idempotency key
+        with the same request hash. Raises Conflict when the hash differs."""
+
+    @abc.abstractmethod
+    def get_job(self, job_id: str, tenant: str | None = None) -> Job:
+        """Raises NotFound if absent or owned by another tenant (when `tenant` is given)."""
+
+    @abc.abstractmethod
+    def list_jobs(
+        self,
+        tenant: str,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[Job]:
+        """Newest first; `after` is the last job id of the previous page."""
+
+    @abc.abstractmethod
+    def find_succeeded_by_audio(
+        self, tenant: str, audio_sha256: str, options_hash: str
+    ) -> Job | None:
+        """A finished job of this tenant for the same audio and setup (see `options_hash()`)."""
+
+    @abc.abstractmethod
+    def lease_next(
+        self, owner: str, lease_seconds: float, now: datetime | None = None
+    ) -> Job | None:
+        """Atomically take the next runnable job (queued, or running with an expired lease;
+        due by next_attempt_at), highest priority first, then oldest. Counts an attempt."""
+
+    @abc.abstractmethod
+    def renew_lease(
+        self, job_id: str, owner: str, lease_seconds: float, now: datetime | None = None
+    ) -> bool:
+        """Extend a lease; False means it was lost (cancelled, or expired and re-leased)."""
+
+    @abc.abstractmethod
+    def release_lease(self, job_id: str, owner: str) -> bool:
+        """Hand a running job back to the queue (graceful shutdown) without using an attempt."""
+
+    @abc.abstractmethod
+    def set_total_chunks(self, job_id: str, total_chunks: int) -> None:
+        """Record how many chunks the audio was split into."""
+
+    @abc.abstractmethod
+    def save_checkpoint(
+        self,
+        job_id: str,
+        chunk_index: int,
+        result: Mapping[str, Any],
+        computed_by: str | None = None,
+    ) -> bool:
+        """Store one chunk's result once; True if new. Sets done_chunks to the checkpoint count."""
+
+    @abc.abstractmethod
+    def load_checkpoints(self, job_id: str) -> list[ChunkCheckpoint]:
+        """All checkpoints of a job by chunk index."""
+
+    @abc.abstractmethod
+    def complete_job(self, job_id: str, owner: str, result_key: str) -> Job | None:
+        """running -> succeeded; None if `owner` no longer holds the job."""
+
+    @abc.abstractmethod
+    def fail_job(
+        self, job_id: str, owner: str, error: str, retry_at: datetime | None = None
+    ) -> Job | None:
+        """running -> queued (due at `retry_at`) or, without it, -> failed.
+        None if `owner` no longer holds the job."""
+
+    @abc.abstractmethod
+    def cancel_job(self, job_id: str, tenant: str | None) -> Job:
+        """queued/running -> cancelled; terminal jobs come back unchanged.
+        `tenant=None` skips the ownership check (internal callers only)."""
+
+    @abc.abstractmethod
+    def record_webhook_delivery(
+        self,
+        job_id: str,
+        attempt: int,
+        status_code: int | None,
+        ok: bool,
+        error: str | None = None,
+    ) -> WebhookDelivery:
+        """Log one webhook attempt."""
+
+    @abc.abstractmethod
+    def list_webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        """Webhook attempts of a job, oldest first."""
+
+    @abc.abstractmethod
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Job counts for every status (zeros included), for metrics."""
+
+    @abc.abstractmethod
+    def create_api_key(self, tenant: str, key_sha256: str, name: str) -> ApiKey:
+        """Store a key by its hash; Conflict if the hash exists."""
+
+    @abc.abstractmethod
+    def get_api_key_by_hash(self, key_sha256: str) -> ApiKey | None:
+        """The active (not revoked) key with this hash."""
+
+    @abc.abstractmethod
+    def revoke_api_key(self, key_id: str, tenant: str) -> bool:
+        """False if no active key with this id belongs to the tenant."""
+
+    @abc.abstractmethod
+    def list_api_keys(self, tenant: str) -> list[ApiKey]:
+        """All keys of a tenant, revoked ones included."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,192 @@
+-- Named queries shared by the SQLite and Postgres job stores.
+--
+-- A block starts with `-- name: <name>`; `-- name: <name> (<dialect>)` is used instead of the
+-- plain block on that dialect. Parameters are `:name` (SQLite style); the Postgres store rewrites
+-- them to `%(name)s`. Optional text parameters are wrapped in CAST(... AS TEXT) because Postgres
+-- cannot infer the type of a bare `$1 IS NULL`. All timestamps come from the application clock.
+
+-- name: create_schema_migrations (postgres)
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL
+);
+
+-- name: create_schema_migrations (sqlite)
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+
+-- name: lock_migrations (postgres)
+-- Serialises migrate() across processes until the transaction ends.
+SELECT pg_advisory_xact_lock(:lock_key);
+
+-- name: lock_migrations (sqlite)
+-- BEGIN IMMEDIATE already holds the database write lock.
+SELECT 1;
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :now);
+
+-- name: insert_job
+INSERT INTO jobs (
+    id, tenant, status, priority, model, options, options_hash, audio_key, audio_sha256,
+    idempotency_key, request_hash, total_chunks, max_attempts, webhook_url, metadata,
+    created_at, updated_at
+) VALUES (
+    :id, :tenant, 'queued', :priority, :model, :options, :options_hash, :audio_key, :audio_sha256,
+    :idempotency_key, :request_hash, :total_chunks, :max_attempts, :webhook_url, :metadata,
+    :now, :now
+)
+ON CONFLICT (tenant, idempotency_key) DO NOTHING
+RETURNING *;
+
+-- name: get_job_by_idempotency_key
+SELECT * FROM jobs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant);
+
+-- name: list_jobs
+-- Keyset pagination: `after` is the id of the last job of the previous page.
+SELECT * FROM jobs
+WHERE tenant = :tenant
+  AND (CAST(:status AS TEXT) IS NULL OR status = :status)
+  AND (CAST(:after AS TEXT) IS NULL OR (created_at, id) < (
+        SELECT created_at, id FROM jobs WHERE id = :after AND tenant = :tenant))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: find_succeeded_by_audio
+SELECT * FROM jobs
+WHERE tenant = :tenant AND audio_sha256 = :audio_sha256 AND options_hash = :options_hash
+  AND status = 'succeeded'
+ORDER BY finished_at DESC
+LIMIT 1;
+
+-- name: lease_next (postgres)
+-- SKIP LOCKED lets concurrent workers pass over a row another worker is leasing right now.
+UPDATE jobs SET
+    status = 'running', lease_owner = :owner, lease_expires_at = :lease_expires_at,
+    started_at = COALESCE(started_at, :now), attempts = attempts + 1, updated_at = :now
+WHERE id = (
+    SELECT id FROM jobs
+    WHERE (status = 'queued' OR (status = 'running' AND lease_expires_at <= :now))
+      AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
+    ORDER BY priority DESC, created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: lease_next (sqlite)
+-- Runs inside BEGIN IMMEDIATE, which already excludes every other writer.
+UPDATE jobs SET
+    status = 'running', lease_owner = :owner, lease_expires_at = :lease_expires_at,
+    started_at = COALESCE(started_at, :now), attempts = attempts + 1, updated_at = :now
+WHERE id = (
+    SELECT id FROM jobs
+    WHERE (status = 'queued' OR (status = 'running' AND lease_expires_at <= :now))
+      AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
+    ORDER BY priority DESC, created_at, id
+    LIMIT 1
+)
+RETURNING *;
+
+-- name: renew_lease
+UPDATE jobs SET lease_expires_at = :lease_expires_at, updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :owner
+RETURNING id;
+
+-- name: release_lease
+-- A graceful hand-back does not count as an attempt.
+UPDATE jobs SET
+    status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+    attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :owner
+RETURNING id;
+
+-- name: set_total_chunks
+UPDATE jobs SET total_chunks = :total_chunks, updated_at = :now WHERE id = :id RETURNING id;
+
+-- name: lock_job (postgres)
+-- Serialises checkpoint writers of one job so the chunk count below sees all of them.
+SELECT id FROM jobs WHERE id = :id FOR UPDATE;
+
+-- name: lock_job (sqlite)
+SELECT id FROM jobs WHERE id = :id;
+
+-- name: insert_checkpoint
+INSERT INTO chunk_checkpoints (job_id, chunk_index, result, computed_by, created_at)
+VALUES (:id, :chunk_index, :result, :computed_by, :now)
+ON CONFLICT (job_id, chunk_index) DO NOTHING
+RETURNING chunk_index;
+
+-- name: refresh_done_chunks
+UPDATE jobs SET
+    done_chunks = (SELECT count(*) FROM chunk_checkpoints WHERE job_id = :id), updated_at = :now
+WHERE id = :id;
+
+-- name: load_checkpoints
+SELECT * FROM chunk_checkpoints WHERE job_id = :id ORDER BY chunk_index;
+
+-- name: complete_job
+UPDATE jobs SET
+    status = 'succeeded', result_key = :result_key, error = NULL, finished_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :owner
+RETURNING *;
+
+-- name: fail_job
+UPDATE jobs SET
+    status = 'failed', error = :error, finished_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :owner
+RETURNING *;
+
+-- name: retry_job
+UPDATE jobs SET
+    status = 'queued', error = :error, next_attempt_at = :retry_at,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND status = 'running' AND lease_owner = :owner
+RETURNING *;
+
+-- name: cancel_job
+UPDATE jobs SET
+    status = 'cancelled', finished_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
+  AND status IN ('queued', 'running')
+RETURNING *;
+
+-- name: insert_webhook_delivery
+INSERT INTO webhook_deliveries (job_id, attempt, status_code, ok, error, created_at)
+VALUES (:id, :attempt, :status_code, :ok, :error, :now)
+RETURNING *;
+
+-- name: list_webhook_deliveries
+SELECT * FROM webhook_deliveries WHERE job_id = :id ORDER BY attempt, id;
+
+-- name: count_by_status
+SELECT status, count(*) AS n FROM jobs GROUP BY status;
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, tenant, name, key_sha256, created_at)
+VALUES (:id, :tenant, :name, :key_sha256, :now)
+RETURNING *;
+
+-- name: get_active_api_key_by_hash
+SELECT * FROM api_keys WHERE key_sha256 = :key_sha256 AND revoked_at IS NULL;
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = :now
+WHERE id = :id AND tenant = :tenant AND revoked_at IS NULL
+RETURNING id;
+
+-- name: list_api_keys
+SELECT * FROM api_keys WHERE tenant = :tenant ORDER BY created_at, id;

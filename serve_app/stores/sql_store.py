@@ -1,0 +1,302 @@
+"""The SQL implementation of `JobStore` that SQLite and Postgres share.
+
+`SqlJobStore` writes every operation once, on top of named queries from `sql/queries.sql`;
+the dialect stores only supply connections, transactions, parameter adaptation and error
+mapping. Timestamps come from the application clock (`clock`), never from the database, so
+both dialects behave the same and tests can pass explicit times.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from .errors import Conflict, NotFound, StoreError
+from .job_store import JobStore, load_migrations
+from .models import (
+    ApiKey,
+    ChunkCheckpoint,
+    Job,
+    JobStatus,
+    NewJob,
+    Row,
+    WebhookDelivery,
+    new_id,
+    to_utc,
+    utcnow,
+)
+
+Clock = Callable[[], datetime]
+
+# Arbitrary constant naming the advisory lock that serialises migrate() on Postgres.
+MIGRATION_LOCK_KEY = 0x5E_57_0B_5E_A1
+
+
+class Tx(Protocol):
+    """One open database transaction, as the shared SQL logic sees it."""
+
+    def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run a named query; its rows (empty for statements that return none)."""
+
+    def script(self, sql: str) -> None:
+        """Run several parameterless statements (a migration)."""
+
+
+class SqlJobStore(JobStore):
+    """Every JobStore operation, written once against named queries."""
+
+    dialect: str
+
+    def __init__(self, clock: Clock = utcnow) -> None:
+        self._clock = clock
+
+    @abc.abstractmethod
+    def _transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
+        """A transaction that commits on success, rolls back on error and maps driver errors.
+        `write=False` promises only reads, which lets SQLite skip the database write lock."""
+
+    def _one(self, tx: Tx, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        found = tx.rows(query, params)
+        return found[0] if found else None
+
+    def _now(self, now: datetime | None = None) -> datetime:
+        return to_utc(now) if now is not None else self._clock()
+
+    def migrate(self) -> list[int]:
+        applied_now: list[int] = []
+        with self._transaction() as tx:
+            tx.rows("lock_migrations", {"lock_key": MIGRATION_LOCK_KEY})
+            tx.rows("create_schema_migrations")
+            done = {row["version"] for row in tx.rows("applied_migrations")}
+            for migration in load_migrations(self.dialect):
+                if migration.version in done:
+                    continue
+                tx.script(migration.sql)
+                params = {"version": migration.version, "name": migration.name}
+                tx.rows("record_migration", {**params, "now": self._now()})
+                applied_now.append(migration.version)
+        return applied_now
+
+    def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        params = {
+            "id": new.id,
+            "tenant": new.tenant,
+            "priority": new.priority,
+            "model": new.model,
+            "options": new.options,
+            "options_hash": new.options_hash,
+            "audio_key": new.audio_key,
+            "audio_sha256": new.audio_sha256,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash,
+            "total_chunks": new.total_chunks,
+            "max_attempts": new.max_attempts,
+            "webhook_url": new.webhook_url,
+            "metadata": new.metadata,
+            "now": self._now(),
+        }
+        with self._transaction() as tx:
+            row = self._one(tx, "insert_job", params)
+            if row is not None:
+                return Job.from_row(row), True
+            # The insert hit the (tenant, idempotency_key) constraint: the earlier job exists.
+            existing = self._one(tx, "get_job_by_idempotency_key", params)
+        if existing is None:
+            raise StoreError("idempotency conflict but no existing job found")
+        job = Job.from_row(existing)
+        if job.request_hash != new.request_hash:
+            raise Conflict(f"idempotency key {new.idempotency_key!r} was used for another request")
+        return job, False
+
+    def get_job(self, job_id: str, tenant: str | None = None) -> Job:
+        with self._transaction(write=False) as tx:
+            row = self._one(tx, "get_job", {"id": job_id, "tenant": tenant})
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return Job.from_row(row)
+
+    def list_jobs(
+        self,
+        tenant: str,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> list[Job]:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        params = {
+            "tenant": tenant,
+            "status": JobStatus(status).value if status is not None else None,
+            "limit": limit,
+            "after": after,
+        }
+        with self._transaction(write=False) as tx:
+            if (
+                after is not None
+                and self._one(tx, "get_job", {"id": after, "tenant": tenant}) is None
+            ):
+                raise NotFound(f"job {after} not found")
+            return [Job.from_row(row) for row in tx.rows("list_jobs", params)]
+
+    def find_succeeded_by_audio(
+        self, tenant: str, audio_sha256: str, options_hash: str
+    ) -> Job | None:
+        params = {"tenant": tenant, "audio_sha256": audio_sha256, "options_hash": options_hash}
+        with self._transaction(write=False) as tx:
+            row = self._one(tx, "find_succeeded_by_audio", params)
+        return Job.from_row(row) if row is not None else None
+
+    def lease_next(
+        self, owner: str, lease_seconds: float, now: datetime | None = None
+    ) -> Job | None:
+        at = self._now(now)
+        params = {
+            "owner": owner,
+            "now": at,
+            "lease_expires_at": at + timedelta(seconds=lease_seconds),
+        }
+        with self._transaction() as tx:
+            row = self._one(tx, "lease_next", params)
+        return Job.from_row(row) if row is not None else None
+
+    def renew_lease(
+        self, job_id: str, owner: str, lease_seconds: float, now: datetime | None = None
+    ) -> bool:
+        at = self._now(now)
+        params = {
+            "id": job_id,
+            "owner": owner,
+            "now": at,
+            "lease_expires_at": at + timedelta(seconds=lease_seconds),
+        }
+        with self._transaction() as tx:
+            return self._one(tx, "renew_lease", params) is not None
+
+    def release_lease(self, job_id: str, owner: str) -> bool:
+        params = {"id": job_id, "owner": owner, "now": self._now()}
+        with self._transaction() as tx:
+            return self._one(tx, "release_lease", params) is not None
+
+    def set_total_chunks(self, job_id: str, total_chunks: int) -> None:
+        params = {"id": job_id, "total_chunks": total_chunks, "now": self._now()}
+        with self._transaction() as tx:
+            if self._one(tx, "set_total_chunks", params) is None:
+                raise NotFound(f"job {job_id} not found")
+
+    def save_checkpoint(
+        self,
+        job_id: str,
+        chunk_index: int,
+        result: Mapping[str, Any],
+        computed_by: str | None = None,
+    ) -> bool:
+        params = {
+            "id": job_id,
+            "chunk_index": chunk_index,
+            "result": dict(result),
+            "computed_by": computed_by,
+            "now": self._now(),
+        }
+        with self._transaction() as tx:
+            if self._one(tx, "lock_job", params) is None:
+                raise NotFound(f"job {job_id} not found")
+            inserted = self._one(tx, "insert_checkpoint", params) is not None
+            tx.rows("refresh_done_chunks", params)
+        return inserted
+
+    def load_checkpoints(self, job_id: str) -> list[ChunkCheckpoint]:
+        with self._transaction(write=False) as tx:
+            rows = tx.rows("load_checkpoints", {"id": job_id})
+        return [ChunkCheckpoint.from_row(row) for row in rows]
+
+    def complete_job(self, job_id: str, owner: str, result_key: str) -> Job | None:
+        params = {"id": job_id, "owner": owner, "result_key": result_key, "now": self._now()}
+        return self._finish("complete_job", params)
+
+    def fail_job(
+        self, job_id: str, owner: str, error: str, retry_at: datetime | None = None
+    ) -> Job | None:
+        params: dict[str, Any] = {"id": job_id, "owner": owner, "error": error}
+        params["now"] = self._now()
+        if retry_at is None:
+            return self._finish("fail_job", params)
+        return self._finish("retry_job", {**params, "retry_at": to_utc(retry_at)})
+
+    def _finish(self, query: str, params: Mapping[str, Any]) -> Job | None:
+        with self._transaction() as tx:
+            row = self._one(tx, query, params)
+        return Job.from_row(row) if row is not None else None
+
+    def cancel_job(self, job_id: str, tenant: str | None) -> Job:
+        params = {"id": job_id, "tenant": tenant, "now": self._now()}
+        with self._transaction() as tx:
+            row = self._one(tx, "cancel_job", params) or self._one(tx, "get_job", params)
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return Job.from_row(row)
+
+    def record_webhook_delivery(
+        self,
+        job_id: str,
+        attempt: int,
+        status_code: int | None,
+        ok: bool,
+        error: str | None = None,
+    ) -> WebhookDelivery:
+        params = {
+            "id": job_id,
+            "attempt": attempt,
+            "status_code": status_code,
+            "ok": ok,
+            "error": error,
+            "now": self._now(),
+        }
+        with self._transaction() as tx:
+            row = self._one(tx, "insert_webhook_delivery", params)
+        if row is None:
+            raise StoreError("webhook delivery insert returned no row")
+        return WebhookDelivery.from_row(row)
+
+    def list_webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
+        with self._transaction(write=False) as tx:
+            rows = tx.rows("list_webhook_deliveries", {"id": job_id})
+        return [WebhookDelivery.from_row(row) for row in rows]
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        with self._transaction(write=False) as tx:
+            rows = tx.rows("count_by_status")
+        counts = dict.fromkeys(JobStatus, 0)
+        counts.update({JobStatus(row["status"]): int(row["n"]) for row in rows})
+        return counts
+
+    def create_api_key(self, tenant: str, key_sha256: str, name: str) -> ApiKey:
+        params = {
+            "id": new_id(),
+            "tenant": tenant,
+            "name": name,
+            "key_sha256": key_sha256,
+            "now": self._now(),
+        }
+        with self._transaction() as tx:
+            row = self._one(tx, "insert_api_key", params)
+        if row is None:
+            raise StoreError("api key insert returned no row")
+        return ApiKey.from_row(row)
+
+    def get_api_key_by_hash(self, key_sha256: str) -> ApiKey | None:
+        with self._transaction(write=False) as tx:
+            row = self._one(tx, "get_active_api_key_by_hash", {"key_sha256": key_sha256})
+        return ApiKey.from_row(row) if row is not None else None
+
+    def revoke_api_key(self, key_id: str, tenant: str) -> bool:
+        params = {"id": key_id, "tenant": tenant, "now": self._now()}
+        with self._transaction() as tx:
+            return self._one(tx, "revoke_api_key", params) is not None
+
+    def list_api_keys(self, tenant: str) -> list[ApiKey]:
+        with self._transaction(write=False) as tx:
+            rows = tx.rows("list_api_keys", {"tenant": tenant})
+        return [ApiKey.from_row(row) for row in rows]

@@ -1,0 +1,99 @@
+"""The shared deployed app: tiny.en and base on fractional (logical) GPU shares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+APP_NAME = "whisper"
+GPU_SHARES = {"tiny.en": 0.25, "base": 0.5}
+
+
+def app_config(model_cache: Path, **overrides: Any):
+    from serve_app.config import AppConfig
+
+    raw: dict[str, Any] = {
+        "default_model": "tiny.en",
+        "model_cache_dir": str(model_cache),
+        "ingress": {"num_cpus": 0.2},
+        "limits": {"max_upload_bytes": 8 * 1024 * 1024, "max_audio_duration_s": 600},
+        "models": [
+            {
+                "name": "tiny.en",
+                "aliases": ["whisper-1"],
+                "num_cpus": 0.5,
+                "num_gpus": GPU_SHARES["tiny.en"],
+                "cpu_threads": 2,
+                "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2},
+            },
+            {
+                "name": "base",
+                "num_cpus": 0.5,
+                "num_gpus": GPU_SHARES["base"],
+                "cpu_threads": 2,
+                "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2},
+            },
+        ],
+    }
+    raw.update(overrides)
+    return AppConfig.model_validate(raw)
+
+
+@dataclass
+class DeployedApp:
+    url: str
+    config: Any
+    handle: Any
+    name: str
+
+
+@pytest.fixture(scope="session")
+def whisper_app(ray_instance: dict, model_cache: Path) -> Iterator[DeployedApp]:
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    config = app_config(model_cache)
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+    try:
+        yield DeployedApp(
+            url=ray_instance["http_url"],
+            config=config,
+            handle=serve.get_app_handle(APP_NAME),
+            name=APP_NAME,
+        )
+    finally:
+        serve.delete(APP_NAME)
+
+
+@pytest.fixture
+def http(whisper_app: DeployedApp) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=whisper_app.url, timeout=300) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def direct_pipelines(model_cache: Path) -> dict[str, Any]:
+    """Plain faster-whisper BatchedInferencePipelines in the test process (the reference)."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    from serve_app.models import resolve_weights
+
+    out = {}
+    for name in ("tiny.en", "base"):
+        path = resolve_weights(f"bundled:{name}", model_cache)
+        model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)
+        out[name] = BatchedInferencePipeline(model)
+    return out
+
+
+def transcribe(client: httpx.Client, path: Path, **data: Any) -> httpx.Response:
+    with path.open("rb") as handle:
+        return client.post(
+            "/v1/audio/transcriptions", files={"file": (path.name, handle)}, data=data
+        )

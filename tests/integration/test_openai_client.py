@@ -1,0 +1,60 @@
+"""The official `openai` client works against the service unchanged."""
+
+from __future__ import annotations
+
+import pytest
+from openai import OpenAI
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(whisper_app) -> OpenAI:
+    return OpenAI(base_url=whisper_app.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def test_transcriptions_create(client, data_dir):
+    with (data_dir / "train.wav").open("rb") as audio:
+        result = client.audio.transcriptions.create(model="whisper-1", file=audio)
+    assert "every morning" in result.text.lower()
+
+
+def test_verbose_json_with_words(client, data_dir):
+    with (data_dir / "kitchen.wav").open("rb") as audio:
+        result = client.audio.transcriptions.create(
+            model="tiny.en",
+            file=audio,
+            response_format="verbose_json",
+            timestamp_granularities=["word"],
+            language="en",
+        )
+    assert result.language == "en"
+    assert result.duration == pytest.approx(4.33, abs=0.05)
+    assert result.words and all(w.start <= w.end for w in result.words)
+    assert "kettle" in result.text.lower() or "kitchen" in result.text.lower()
+
+
+def test_text_and_srt_formats(client, data_dir):
+    with (data_dir / "hello.wav").open("rb") as audio:
+        text = client.audio.transcriptions.create(
+            model="tiny.en", file=audio, response_format="text"
+        )
+    assert "hello" in str(text).lower()
+    with (data_dir / "hello.wav").open("rb") as audio:
+        srt = client.audio.transcriptions.create(model="tiny.en", file=audio, response_format="srt")
+    assert "-->" in str(srt)
+
+
+def test_translations_create(client, data_dir):
+    with (data_dir / "german.wav").open("rb") as audio:
+        result = client.audio.translations.create(model="base", file=audio)
+    assert "morning" in result.text.lower()
+
+
+def test_errors_surface_as_openai_errors(client, data_dir):
+    import openai
+
+    with (data_dir / "hello.wav").open("rb") as audio, pytest.raises(openai.BadRequestError) as err:
+        client.audio.transcriptions.create(model="no-such-model", file=audio)
+    assert err.value.status_code == 400
+    assert err.value.body["code"] == "model_not_found"

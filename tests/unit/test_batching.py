@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from serve_app.batching import BatchRecord, KeyedBatcher
+from serve_app.config import BatchSettings
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[str]] = []
+        self.records: list[BatchRecord] = []
+        self.delay = delay
+
+    async def run(self, items):
+        self.batches.append(list(items))
+        await asyncio.sleep(self.delay)
+        return [f"done:{item}" for item in items]
+
+
+async def test_concurrent_items_with_one_key_share_a_batch():
+    rec = Recorder()
+    batcher = KeyedBatcher(
+        rec.run,
+        BatchSettings(max_batch_size=4, batch_wait_timeout_s=0.05),
+        on_batch=rec.records.append,
+    )
+    results = await asyncio.gather(*(batcher.submit("k", f"i{n}") for n in range(6)))
+    assert results == [f"done:i{n}" for n in range(6)]
+    assert [len(b) for b in rec.batches] == [4, 2]
+    assert batcher.size_histogram == {4: 1, 2: 1}
+    assert [r.size for r in rec.records] == [4, 2]
+
+
+async def test_different_keys_never_mix():
+    rec = Recorder()
+    batcher = KeyedBatcher(rec.run, BatchSettings(max_batch_size=8, batch_wait_timeout_s=0.02))
+    await asyncio.gather(
+        *(
+            batcher.submit("en" if n % 2 else "de", f"{'en' if n % 2 else 'de'}{n}")
+            for n in range(8)
+        )
+    )
+    for batch in rec.batches:
+        assert len({item[:2] for item in batch}) == 1
+
+
+async def test_higher_priority_goes_first():
+    rec = Recorder(delay=0.05)
+    batcher = KeyedBatcher(rec.run, BatchSettings(max_batch_size=1, batch_wait_timeout_s=0))
+    first = asyncio.ensure_future(batcher.submit("k", "blocker"))
+    await asyncio.sleep(0.01)  # blocker is running; queue the rest behind it
+    low = [asyncio.ensure_future(batcher.submit("k", f"low{n}", priority=0)) for n in range(3)]
+    await asyncio.sleep(0)
+    high = asyncio.ensure_future(batcher.submit("k", "high", priority=10))
+    await asyncio.gather(first, high, *low)
+    assert [b[0] for b in rec.batches][:2] == ["blocker", "high"]
+
+
+async def test_items_arriving_during_a_batch_fill_the_next():
+    rec = Recorder(delay=0.1)
+    batcher = KeyedBatcher(rec.run, BatchSettings(max_batch_size=8, batch_wait_timeout_s=0))
+    first = asyncio.ensure_future(batcher.submit("k", "a"))
+    await asyncio.sleep(0.02)
+    rest = [asyncio.ensure_future(batcher.submit("k", f"b{n}")) for n in range(5)]
+    await asyncio.gather(first, *rest)
+    assert [len(b) for b in rec.batches] == [1, 5]
+
+
+async def test_cancelled_items_are_skipped():
+    rec = Recorder(delay=0.05)
+    batcher = KeyedBatcher(rec.run, BatchSettings(max_batch_size=1, batch_wait_timeout_s=0))
+    first = asyncio.ensure_future(batcher.submit("k", "a"))
+    await asyncio.sleep(0.01)
+    doomed = asyncio.ensure_future(batcher.submit("k", "doomed"))
+    kept = asyncio.ensure_future(batcher.submit("k", "kept"))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    await asyncio.gather(first, kept)
+    assert ["doomed"] not in rec.batches
+
+
+async def test_errors_reach_every_caller_and_the_batcher_survives():
+    calls = 0
+
+    async def flaky(items):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return list(items)
+
+    batcher = KeyedBatcher(flaky, BatchSettings(max_batch_size=4, batch_wait_timeout_s=0.02))
+    results = await asyncio.gather(
+        *(batcher.submit("k", n) for n in range(2)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert await batcher.submit("k", 7) == 7
+
+
+async def test_update_changes_limits_live():
+    rec = Recorder()
+    batcher = KeyedBatcher(rec.run, BatchSettings(max_batch_size=2, batch_wait_timeout_s=0.05))
+    await asyncio.gather(*(batcher.submit("k", n) for n in range(4)))
+    batcher.update(BatchSettings(max_batch_size=4, batch_wait_timeout_s=0.05))
+    await asyncio.gather(*(batcher.submit("k", n) for n in range(4)))
+    assert [len(b) for b in rec.batches] == [2, 2, 4]
+
+
+@pytest.mark.parametrize("size", [1, 3])
+async def test_timeout_flushes_partial_batches(size):
+    rec = Recorder()
+    batcher = KeyedBatcher(rec.run, BatchSettings(max_batch_size=8, batch_wait_timeout_s=0.01))
+    await asyncio.gather(*(batcher.submit("k", n) for n in range(size)))
+    assert [len(b) for b in rec.batches] == [size]

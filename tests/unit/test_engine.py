@@ -1,0 +1,57 @@
+"""The engine on the real tiny.en model: mixed-request batches give per-file results."""
+
+from __future__ import annotations
+
+import pytest
+from faster_whisper import BatchedInferencePipeline
+
+from serve_app.audio import decode_audio, plan_chunks, restore_timestamps
+from serve_app.engine import WhisperEngine, check_options
+from serve_app.errors import BadRequest
+from serve_app.models import resolve_weights
+from serve_app.results import ChunkRequest, DecodeOptions
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> WhisperEngine:
+    path = resolve_weights("bundled:tiny.en", tmp_path_factory.mktemp("cache"))
+    return WhisperEngine(path, cpu_threads=2)
+
+
+def test_one_batch_of_chunks_from_three_files_equals_direct_runs(engine, data_dir):
+    pipeline = BatchedInferencePipeline(engine.model)
+    options = check_options(DecodeOptions(), engine.multilingual, engine.supported_languages)
+    files = ["hello.wav", "story.flac", "numbers.wav"]
+    plans, requests = {}, []
+    for name in files:
+        samples = decode_audio((data_dir / name).read_bytes(), max_duration_s=600).samples
+        plans[name] = plan_chunks(samples)
+        for i, (chunk, meta) in enumerate(
+            zip(plans[name].chunks, plans[name].metadata, strict=True)
+        ):
+            requests.append(
+                ChunkRequest(
+                    chunk, meta["offset"], meta["duration"], options, request_id=name, index=i
+                )
+            )
+    outputs = engine.transcribe_batch(requests)  # one batch, chunks of three files
+    assert len(outputs) == len(requests) >= 4
+    for name in files:
+        segments = [
+            s for r, out in zip(requests, outputs, strict=True) if r.request_id == name for s in out
+        ]
+        segments = restore_timestamps(segments, plans[name])
+        direct, _ = pipeline.transcribe(str(data_dir / name), batch_size=8)
+        direct = list(direct)
+        assert "".join(s.text for s in segments) == "".join(s.text for s in direct)
+        assert [(s.start, s.end) for s in segments] == [(s.start, s.end) for s in direct]
+
+
+def test_option_checks(engine):
+    with pytest.raises(BadRequest, match="English-only"):
+        check_options(DecodeOptions(task="translate"), False, ["en"])
+    with pytest.raises(BadRequest, match="unsupported language"):
+        check_options(DecodeOptions(language="xx"), True, ["en", "de"])
+    assert check_options(DecodeOptions(), False, ["en"]).language == "en"
+    assert check_options(DecodeOptions(), True, ["en"]).language is None
+    assert engine.detect_language([]).language == "en"  # English-only model

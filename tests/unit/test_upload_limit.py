@@ -1,0 +1,53 @@
+"""The upload limit refuses bodies while they stream, with the JSON error body."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, File, UploadFile
+from fastapi.testclient import TestClient
+
+from serve_app.api import UploadLimitMiddleware, install_error_handlers
+
+
+def _app(limit: int) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(UploadLimitMiddleware, max_bytes=limit)
+    install_error_handlers(app)
+
+    @app.post("/upload")
+    async def upload(file: Annotated[UploadFile, File()]) -> dict:
+        return {"size": len(await file.read())}
+
+    return app
+
+
+def test_small_upload_passes():
+    client = TestClient(_app(10_000))
+    response = client.post("/upload", files={"file": ("a.bin", b"x" * 5000)})
+    assert response.status_code == 200 and response.json() == {"size": 5000}
+
+
+def test_declared_oversize_is_refused_before_reading():
+    client = TestClient(_app(1000))
+    response = client.post("/upload", files={"file": ("a.bin", b"x" * 5000)})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_chunked_oversize_is_refused_while_streaming():
+    consumed = 0
+
+    def body():
+        nonlocal consumed
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+        for _ in range(100):
+            consumed += 1
+            yield b"y" * 1000
+
+    client = TestClient(_app(10_000))
+    response = client.post(
+        "/upload", content=body(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
