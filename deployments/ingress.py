@@ -11,6 +11,8 @@ from ray import serve
 
 from serve_app.api import build_http_app
 from serve_app.config import AppConfig
+from serve_app.jobs.frontend import JobsFrontend
+from serve_app.jobs.tracker import get_or_create_tracker
 from serve_app.results import TranscribeRequest, TranscriptionResult
 from serve_app.service import TranscriptionService
 
@@ -28,9 +30,13 @@ class Ingress:
 
     def __init__(self, config: AppConfig, transcribers: dict[str, Any]) -> None:
         self.service = TranscriptionService(config, transcribers)
+        self.jobs: JobsFrontend | None = None
+        if config.jobs.enabled:
+            tracker = get_or_create_tracker(config, transcribers)
+            self.jobs = JobsFrontend(config, self.service, tracker)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_http_app(self.service)
+        return build_http_app(self.service, self.jobs)
 
     async def transcribe(
         self, audio: bytes | np.ndarray, request: TranscribeRequest | None = None, **options: Any

@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serve_app import __version__
 from serve_app.errors import BadRequest, PayloadTooLarge, ServiceError
 from serve_app.formats import MEDIA_TYPES, ResponseFormat, render
+from serve_app.jobs.frontend import JobsFrontend
+from serve_app.jobs.routes import build_jobs_router
 from serve_app.results import Task, TranscribeRequest
 from serve_app.schemas import ERROR_RESPONSES, Health, ModelCard, ModelList
 from serve_app.service import TranscriptionService
@@ -44,7 +46,7 @@ _STATUS_CODES = {
 }
 
 
-def build_http_app(service: TranscriptionService) -> FastAPI:
+def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = None) -> FastAPI:
     """The ASGI app served by the ingress deployment."""
     config = service.config
     app = FastAPI(
@@ -54,6 +56,8 @@ def build_http_app(service: TranscriptionService) -> FastAPI:
     )
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.limits.max_upload_bytes)
     install_error_handlers(app)
+    if jobs is not None:
+        app.include_router(build_jobs_router(jobs))
 
     async def run(
         task: Task,

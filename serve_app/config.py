@@ -153,6 +153,30 @@ class LimitsConfig(_Strict):
     request_timeout_s: float = Field(600.0, gt=0, description="Cap on one sync transcription.")
 
 
+class JobsConfig(_Strict):
+    """The durable job system (JobTracker actor)."""
+
+    enabled: bool = Field(True, description="Serve /v1/jobs and run the JobTracker actor.")
+    tracker_name: str = Field("whisper-job-tracker", description="Named detached actor.")
+    namespace: str = Field("whisper-serve", description="Ray namespace of the tracker.")
+    tracker_num_cpus: float = Field(0.1, gt=0)
+    max_concurrent_jobs: int = Field(4, ge=1, le=256, description="Jobs processed at once.")
+    lease_seconds: float = Field(15.0, ge=2, description="A silent tracker loses jobs after.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Tries before a job fails.")
+    retry_base_s: float = Field(2.0, gt=0, description="First retry delay; doubles per try.")
+    retry_max_s: float = Field(60.0, gt=0, description="Cap on the retry delay.")
+    poll_interval_s: float = Field(1.0, gt=0, description="Queue poll when nothing wakes it.")
+    default_priority: int = Field(0, ge=0, le=9, description="Jobs rank below interactive (10).")
+    webhook_secret: str | None = Field(None, description="HMAC key for webhook signatures.")
+    webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    allow_private_urls: bool = Field(
+        False, description="Let URL inputs and webhooks reach loopback/private addresses."
+    )
+    url_fetch_timeout_s: float = Field(60.0, gt=0)
+    presign_expires_s: int = Field(900, ge=60, le=7 * 24 * 3600)
+
+
 class IngressConfig(_Strict):
     """Resources of the HTTP/handle entry deployment."""
 
@@ -175,6 +199,7 @@ class AppConfig(_Strict):
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:

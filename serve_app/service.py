@@ -7,10 +7,12 @@ caller goes through the same decode → VAD → cross-request batching path.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -45,6 +47,18 @@ _MAX_CHUNKS_IN_FLIGHT = 32
 _CHUNK_RETRIES = 2
 
 
+@dataclass
+class PreparedAudio:
+    """Decoded, chunked audio with settled options: ready for the batching path."""
+
+    model: str
+    plan: ChunkPlan
+    options: DecodeOptions
+    language: LanguageGuess
+    priority: int
+    tenant: str
+
+
 class TranscriptionService:
     """Orchestrates one transcription across the per-model Transcriber deployments."""
 
@@ -72,14 +86,10 @@ class TranscriptionService:
         self, audio: bytes | np.ndarray, request: TranscribeRequest
     ) -> TranscriptionResult:
         """Transcribe or translate one audio input; raises ServiceError subclasses."""
-        model = self.resolve_model(request.model)
-        info = await self.model_info(model.name)
-        options = check_options(request.decode_options(), info["multilingual"], info["languages"])
-        samples = await self._samples(audio)
-        plan = await asyncio.to_thread(plan_chunks, samples)
+        prepared = await self.prepare(audio, request)
         try:
             return await asyncio.wait_for(
-                self._transcribe_plan(model, plan, options, request),
+                self._transcribe_prepared(prepared),
                 timeout=self.config.limits.request_timeout_s,
             )
         except TimeoutError as exc:
@@ -87,64 +97,106 @@ class TranscriptionService:
                 f"transcription did not finish within {self.config.limits.request_timeout_s:.0f} s"
             ) from exc
 
-    async def _transcribe_plan(
+    async def prepare(
         self,
-        model: ModelConfig,
-        plan: ChunkPlan,
-        options: DecodeOptions,
+        audio: bytes | np.ndarray,
         request: TranscribeRequest,
-    ) -> TranscriptionResult:
-        handle = self._handles[model.name]
-        guess = LanguageGuess(options.language or "en", 1.0)
-        if options.language is None and plan.chunks:
-            guess = await self._call(handle.detect_language.remote(_first_window(plan.chunks)))
-            options = options.with_language(guess.language)
-        elif options.language is None:
-            options = options.with_language("en")
-        request_id = uuid.uuid4().hex
-        chunk_requests = [
-            ChunkRequest(
-                audio=chunk,
-                offset=meta["offset"],
-                duration=meta["duration"],
-                options=options,
-                priority=request.priority,
-                tenant=request.tenant,
-                request_id=request_id,
-                index=i,
-            )
-            for i, (chunk, meta) in enumerate(zip(plan.chunks, plan.metadata, strict=True))
-        ]
-        started = time.monotonic()
-        results: list[ChunkResult] = await _bounded_gather(
-            (self._transcribe_chunk(handle, c) for c in chunk_requests), _MAX_CHUNKS_IN_FLIGHT
+        *,
+        language: LanguageGuess | None = None,
+    ) -> PreparedAudio:
+        """Validate options, decode, cut VAD chunks and settle the language.
+
+        `language` skips detection (a resumed job reuses what its first run detected).
+        """
+        model = self.resolve_model(request.model)
+        info = await self.model_info(model.name)
+        options = check_options(request.decode_options(), info["multilingual"], info["languages"])
+        samples = await self._samples(audio)
+        plan = await asyncio.to_thread(plan_chunks, samples)
+        if language is None:
+            language = LanguageGuess(options.language or "en", 1.0)
+            if options.language is None and plan.chunks:
+                handle = self._handles[model.name]
+                language = await self._call(
+                    handle.detect_language.remote(_first_window(plan.chunks))
+                )
+        return PreparedAudio(
+            model=model.name,
+            plan=plan,
+            options=options.with_language(language.language),
+            language=language,
+            priority=request.priority,
+            tenant=request.tenant,
         )
-        segments = [seg for result in results for seg in result.segments]
-        segments = restore_timestamps(segments, plan)
+
+    async def run_chunks(
+        self, prepared: PreparedAudio, indices: Iterable[int] | None = None
+    ) -> AsyncIterator[tuple[int, ChunkResult]]:
+        """Decode chunks through the shared batching path, yielding them as they finish."""
+        handle = self._handles[prepared.model]
+        wanted = range(len(prepared.plan.chunks)) if indices is None else list(indices)
+        request_id = uuid.uuid4().hex
+        semaphore = asyncio.Semaphore(_MAX_CHUNKS_IN_FLIGHT)
+
+        async def one(i: int) -> tuple[int, ChunkResult]:
+            async with semaphore:
+                meta = prepared.plan.metadata[i]
+                chunk = ChunkRequest(
+                    audio=prepared.plan.chunks[i],
+                    offset=meta["offset"],
+                    duration=meta["duration"],
+                    options=prepared.options,
+                    priority=prepared.priority,
+                    tenant=prepared.tenant,
+                    request_id=request_id,
+                    index=i,
+                )
+                return i, await self._transcribe_chunk(handle, chunk)
+
+        tasks = [asyncio.ensure_future(one(i)) for i in wanted]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                yield await next_done
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+
+    def assemble(
+        self, prepared: PreparedAudio, results: Mapping[int, ChunkResult]
+    ) -> TranscriptionResult:
+        """Join chunk results (in chunk order) into the request's transcript."""
+        ordered = [results[i] for i in range(len(prepared.plan.chunks))]
+        segments = [copy.deepcopy(seg) for result in ordered for seg in result.segments]
+        segments = restore_timestamps(segments, prepared.plan)
         for i, segment in enumerate(segments, start=1):
             segment.id = i
-        batch_sizes = [r.batch_size for r in results]
-        logger.info(
-            "request %s model=%s chunks=%d audio=%.1fs batch_sizes=%s took=%.2fs",
-            request_id[:8],
-            model.name,
-            len(results),
-            plan.duration,
-            batch_sizes,
-            time.monotonic() - started,
-        )
         return TranscriptionResult(
             text="".join(s.text for s in segments).strip(),
-            language=guess.language if options.language is None else options.language,
-            language_probability=guess.probability,
-            duration=round(plan.duration, 3),
-            duration_after_vad=round(plan.duration_after_vad, 3),
+            language=prepared.language.language,
+            language_probability=prepared.language.probability,
+            duration=round(prepared.plan.duration, 3),
+            duration_after_vad=round(prepared.plan.duration_after_vad, 3),
             segments=segments,
-            model=model.name,
-            options=options,
-            chunks=len(results),
-            batch_sizes=batch_sizes,
+            model=prepared.model,
+            options=prepared.options,
+            chunks=len(ordered),
+            batch_sizes=[r.batch_size for r in ordered],
         )
+
+    async def _transcribe_prepared(self, prepared: PreparedAudio) -> TranscriptionResult:
+        started = time.monotonic()
+        results = {i: result async for i, result in self.run_chunks(prepared)}
+        transcript = self.assemble(prepared, results)
+        logger.info(
+            "transcribed model=%s chunks=%d audio=%.1fs batch_sizes=%s took=%.2fs",
+            prepared.model,
+            transcript.chunks,
+            prepared.plan.duration,
+            transcript.batch_sizes,
+            time.monotonic() - started,
+        )
+        return transcript
 
     async def _transcribe_chunk(self, handle: Any, chunk: ChunkRequest) -> ChunkResult:
         for attempt in range(_CHUNK_RETRIES + 1):
@@ -209,26 +261,3 @@ def _first_window(chunks: list[np.ndarray]) -> list[np.ndarray]:
         if total >= 30 * SAMPLE_RATE:
             break
     return out
-
-
-async def _bounded_gather(coros: Iterable[Awaitable[T]], limit: int) -> list[T]:
-    """Like gather, but at most `limit` at once, and the first failure cancels the rest."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(coro: Awaitable[T]) -> T:
-        async with semaphore:
-            return await coro
-
-    tasks = [asyncio.ensure_future(run(c)) for c in coros]
-    if not tasks:
-        return []
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
-        if failed is not None:
-            raise failed.exception()  # type: ignore[misc]
-        return [t.result() for t in tasks]
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()

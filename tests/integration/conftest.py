@@ -20,20 +20,25 @@ def app_config(model_cache: Path, **overrides: Any):
     raw: dict[str, Any] = {
         "default_model": "tiny.en",
         "model_cache_dir": str(model_cache),
-        "ingress": {"num_cpus": 0.2},
+        "ingress": {"num_cpus": 0.1},
+        "storage": {
+            "database_url": f"sqlite:///{model_cache}/session-jobs.db",
+            "blob_url": f"file://{model_cache}/session-blobs",
+        },
+        "jobs": {"tracker_name": "tracker-session", "tracker_num_cpus": 0.05},
         "limits": {"max_upload_bytes": 8 * 1024 * 1024, "max_audio_duration_s": 600},
         "models": [
             {
                 "name": "tiny.en",
                 "aliases": ["whisper-1"],
-                "num_cpus": 0.5,
+                "num_cpus": 0.3,
                 "num_gpus": GPU_SHARES["tiny.en"],
                 "cpu_threads": 2,
                 "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2},
             },
             {
                 "name": "base",
-                "num_cpus": 0.5,
+                "num_cpus": 0.3,
                 "num_gpus": GPU_SHARES["base"],
                 "cpu_threads": 2,
                 "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2},

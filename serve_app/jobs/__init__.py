@@ -1,0 +1,1 @@
+"""Durable async jobs: the JobTracker actor, its runner, webhooks and the HTTP front end."""

@@ -1,0 +1,273 @@
+"""The ingress side of jobs: accept, look up, cancel, stream and render them.
+
+A job is accepted only once its audio object and its row are durable (object first),
+so a 202 always names a job that the tracker will run to an end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ray.exceptions import RayActorError
+
+from serve_app.audio import sniff_not_audio
+from serve_app.config import AppConfig
+from serve_app.errors import (
+    BackendUnavailable,
+    BadRequest,
+    Conflict,
+    EmptyFile,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMedia,
+)
+from serve_app.formats import render
+from serve_app.jobs.tracker import job_summary
+from serve_app.netguard import check_url, fetch
+from serve_app.results import TranscribeRequest, TranscriptionResult
+from serve_app.service import TranscriptionService
+from serve_app.stores import S3Settings, open_blob_store, open_job_store
+from serve_app.stores import errors as store_errors
+from serve_app.stores.models import Job, JobStatus, NewJob, options_hash
+
+logger = logging.getLogger("ray.serve")
+T = TypeVar("T")
+
+
+@dataclass
+class JobSubmission:
+    """A parsed POST /v1/jobs: exactly one audio source plus options."""
+
+    tenant: str
+    request: TranscribeRequest
+    audio: bytes | None = None
+    url: str | None = None
+    upload_id: str | None = None
+    priority: int = 0
+    webhook_url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+class JobsFrontend:
+    """Job operations used by the HTTP routes (and the handle API)."""
+
+    def __init__(self, config: AppConfig, service: TranscriptionService, tracker: Any) -> None:
+        self.config = config
+        self.service = service
+        self.tracker = tracker
+        self.store = open_job_store(config.storage.database_url, migrate=True)
+        self.blobs = open_blob_store(
+            config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
+        )
+
+    async def submit(self, sub: JobSubmission) -> tuple[dict[str, Any], bool]:
+        """Returns (job view, created). Raises ServiceError subclasses."""
+        model = self.service.resolve_model(sub.request.model)
+        jobs = self.config.jobs
+        if sub.webhook_url:
+            await asyncio.to_thread(
+                check_url, sub.webhook_url, allow_private=jobs.allow_private_urls
+            )
+        audio = await self._audio(sub)
+        sha = hashlib.sha256(audio).hexdigest()
+        options = job_options(sub.request)
+        fingerprint = {
+            "audio": sha,
+            "model": model.name,
+            "options": options,
+            "priority": sub.priority,
+            "webhook_url": sub.webhook_url,
+            "metadata": sub.metadata,
+        }
+        request_hash = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+        if sub.idempotency_key is None:
+            done = await self._store(
+                self.store.find_succeeded_by_audio,
+                sub.tenant,
+                sha,
+                options_hash(model.name, options),
+            )
+            if done is not None:
+                return job_summary(done), False
+        audio_key = f"audio/{sha[:2]}/{sha}"
+        if not await self._store(self.blobs.exists, audio_key):
+            await self._store(self.blobs.put, audio_key, audio)
+        new = NewJob(
+            tenant=sub.tenant,
+            model=model.name,
+            options=options,
+            audio_key=audio_key,
+            audio_sha256=sha,
+            idempotency_key=sub.idempotency_key,
+            request_hash=request_hash,
+            webhook_url=sub.webhook_url,
+            metadata=sub.metadata,
+            priority=sub.priority,
+            max_attempts=jobs.max_attempts,
+        )
+        job, created = await self._store(self.store.create_job, new)
+        if created:
+            self.tracker.wake.remote()  # fire and forget: the poll would find it anyway
+        return job_summary(job), created
+
+    async def get(self, tenant: str, job_id: str) -> Job:
+        return await self._store(self.store.get_job, job_id, tenant)
+
+    async def view(self, tenant: str, job_id: str) -> dict[str, Any]:
+        return job_summary(await self.get(tenant, job_id))
+
+    async def list(
+        self, tenant: str, status: str | None, limit: int, after: str | None
+    ) -> dict[str, Any]:
+        try:
+            wanted = JobStatus(status) if status else None
+        except ValueError as exc:
+            raise BadRequest(f"unknown status {status!r}") from exc
+        jobs = await self._store(self.store.list_jobs, tenant, wanted, limit + 1, after)
+        page = jobs[:limit]
+        return {
+            "object": "list",
+            "data": [job_summary(j) for j in page],
+            "has_more": len(jobs) > limit,
+            "next_after": page[-1].id if len(jobs) > limit and page else None,
+        }
+
+    async def result(self, tenant: str, job_id: str, fmt: str) -> str | dict[str, Any]:
+        job = await self.get(tenant, job_id)
+        if job.status != JobStatus.SUCCEEDED or not job.result_key:
+            raise Conflict(f"job {job_id} has no result (status {job.status.value})")
+        data = json.loads(await self._store(self.blobs.get, job.result_key))
+        transcript = TranscriptionResult.from_dict(data)
+        grains = {"segment"} | ({"word"} if job.options.get("word_timestamps") else set())
+        return render(transcript, fmt, frozenset(grains))
+
+    async def cancel(self, tenant: str, job_id: str) -> dict[str, Any]:
+        job = await self._store(self.store.cancel_job, job_id, tenant)
+        if job.status == JobStatus.CANCELLED:
+            try:
+                await self.tracker.cancel.remote(job_id)
+            except RayActorError:
+                logger.warning("tracker unavailable while cancelling %s", job_id)
+        return job_summary(job)
+
+    async def events(self, tenant: str, job_id: str) -> AsyncIterator[str]:
+        """Server-sent events: a status snapshot, progress in order, then `done`."""
+        job = await self.get(tenant, job_id)
+        yield sse("status", job_summary(job))
+        if job.status.is_terminal:
+            yield sse("done", job_summary(job))
+            return
+        after, epoch = 0, None
+        while True:
+            try:
+                reply = await self.tracker.events_since.remote(job_id, after, 10.0)
+            except RayActorError:
+                await asyncio.sleep(1.0)  # tracker restarting; the store still has the truth
+                reply = {"epoch": None, "events": []}
+            if reply["epoch"] is not None and reply["epoch"] != epoch:
+                if epoch is not None:
+                    after = 0
+                epoch = reply["epoch"]
+            for event in reply["events"]:
+                after = event["seq"]
+                yield sse(event["event"], event)
+                if event["event"] == "done":
+                    return
+            if not reply["events"]:
+                job = await self.get(tenant, job_id)
+                if job.status.is_terminal:
+                    yield sse("done", job_summary(job))
+                    return
+                yield ": keep-alive\n\n"
+
+    async def create_upload(self, tenant: str) -> dict[str, Any]:
+        import uuid
+
+        upload_id = uuid.uuid4().hex
+        key = upload_key(tenant, upload_id)
+        limit = self.config.limits.max_upload_bytes
+        try:
+            post = await asyncio.to_thread(
+                self.blobs.presign_put, key, limit, self.config.jobs.presign_expires_s
+            )
+        except store_errors.Unsupported as exc:
+            raise BadRequest("presigned uploads need an S3 blob store (storage.blob_url)") from exc
+        return {
+            "upload_id": upload_id,
+            "method": "POST",
+            "url": post["url"],
+            "fields": post["fields"],
+            "expires_at": post["expires_at"],
+            "max_bytes": limit,
+        }
+
+    async def _audio(self, sub: JobSubmission) -> bytes:
+        sources = [s for s in (sub.audio, sub.url, sub.upload_id) if s is not None]
+        if len(sources) != 1:
+            raise BadRequest("give exactly one of: a file upload, 'url' or 'upload_id'")
+        limit = self.config.limits.max_upload_bytes
+        if sub.url is not None:
+            jobs = self.config.jobs
+            data = await fetch(
+                sub.url,
+                max_bytes=limit,
+                timeout_s=jobs.url_fetch_timeout_s,
+                allow_private=jobs.allow_private_urls,
+            )
+        elif sub.upload_id is not None:
+            if not sub.upload_id.isalnum():
+                raise BadRequest("malformed upload_id")
+            try:
+                data = await self._store(self.blobs.get, upload_key(sub.tenant, sub.upload_id))
+            except NotFound as exc:
+                raise NotFound(f"upload {sub.upload_id} not found (not uploaded yet?)") from exc
+        else:
+            data = sub.audio or b""
+        if not data:
+            raise EmptyFile("the audio is empty")
+        if len(data) > limit:
+            raise PayloadTooLarge(f"audio exceeds the limit of {limit} bytes")
+        if sniff_not_audio(data[:64]):
+            raise UnsupportedMedia("the content is text, not audio")
+        return data
+
+    async def _store(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call in a thread; map store errors to service errors."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except store_errors.NotFound as exc:
+            raise NotFound(str(exc) or "not found") from exc
+        except store_errors.Conflict as exc:
+            raise Conflict("Idempotency-Key was already used with a different request") from exc
+        except store_errors.StoreUnavailable as exc:
+            raise BackendUnavailable(f"storage unavailable: {exc}") from exc
+
+
+def job_options(request: TranscribeRequest) -> dict[str, Any]:
+    return {
+        "task": request.task,
+        "language": request.language,
+        "prompt": request.prompt,
+        "temperature": request.temperature,
+        "beam_size": request.beam_size,
+        "word_timestamps": request.word_timestamps,
+        "segment_timestamps": request.segment_timestamps,
+    }
+
+
+def upload_key(tenant: str, upload_id: str) -> str:
+    tenant_part = hashlib.sha256(tenant.encode()).hexdigest()[:16]
+    return f"uploads/{tenant_part}/{upload_id}"
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    seq = data.get("seq")
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"
