@@ -195,3 +195,40 @@ def _wait_for(predicate, timeout: float = 30) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("condition not met in time")
+
+
+def test_python_client_and_cli(jobs_app, data_dir, tmp_path, capsys):
+    from serve_app.cli import main
+    from serve_app.client import JobError, JobsClient
+
+    seen = []
+    with JobsClient(jobs_app.url) as client:
+        job = client.submit(
+            data_dir / "numbers.wav", model="tiny.en", idempotency_key=uuid.uuid4().hex
+        )
+        final = client.wait(job["id"], on_progress=seen.append, timeout=120)
+        assert final["status"] == "succeeded" and seen[-1]["status"] == "succeeded"
+        assert "lunch" in client.result(job["id"])["text"].lower()
+        assert client.result(job["id"], "vtt").startswith("WEBVTT")
+        assert any(j["id"] == job["id"] for j in client.list(status="succeeded"))
+        with pytest.raises(JobError, match="404"):
+            client.get("nope")
+
+    code = main(
+        [
+            "--url",
+            jobs_app.url,
+            "transcribe",
+            str(data_dir / "kitchen.wav"),
+            "--wait",
+            "--format",
+            "srt",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    assert "-->" in (tmp_path / "kitchen.srt").read_text()
+    assert main(["--url", jobs_app.url, "status"]) == 0
+    assert "succeeded" in capsys.readouterr().out
+    assert main(["--url", jobs_app.url, "transcribe", str(tmp_path / "missing.wav")]) == 2

@@ -1,0 +1,114 @@
+"""`whisper-serve` command line: submit jobs and follow them with progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from serve_app.client import JobError, JobsClient
+from serve_app.formats import RESPONSE_FORMATS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="whisper-serve", description=__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="service base URL")
+    parser.add_argument("--api-key", default=None, help="Bearer token, if the service wants one")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("transcribe", help="submit audio files as jobs")
+    submit.add_argument("files", nargs="+", type=Path)
+    submit.add_argument("--model", default=None)
+    submit.add_argument("--language", default=None)
+    submit.add_argument("--translate", action="store_true", help="translate into English")
+    submit.add_argument("--words", action="store_true", help="word timestamps")
+    submit.add_argument("--priority", type=int, default=None, choices=range(10))
+    submit.add_argument("--wait", action="store_true", help="wait and print the results")
+    submit.add_argument("--format", default="text", choices=RESPONSE_FORMATS)
+    submit.add_argument("--out", type=Path, default=None, help="write results into this folder")
+
+    status = commands.add_parser("status", help="show jobs")
+    status.add_argument("job_ids", nargs="*")
+
+    cancel = commands.add_parser("cancel", help="cancel jobs")
+    cancel.add_argument("job_ids", nargs="+")
+
+    args = parser.parse_args(argv)
+    with JobsClient(args.url, api_key=args.api_key) as client:
+        try:
+            if args.command == "transcribe":
+                return _transcribe(client, args)
+            if args.command == "status":
+                jobs = [client.get(j) for j in args.job_ids] or client.list()
+                for job in jobs:
+                    print(_line(job))
+                return 0
+            for job_id in args.job_ids:
+                print(_line(client.cancel(job_id)))
+            return 0
+        except JobError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+
+def _transcribe(client: JobsClient, args: argparse.Namespace) -> int:
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    jobs = []
+    for path in args.files:
+        job = client.submit(
+            path,
+            model=args.model,
+            language=args.language,
+            task="translate" if args.translate else "transcribe",
+            word_timestamps=args.words,
+            priority=args.priority,
+        )
+        jobs.append((path, job))
+        print(f"{job['id']}  {job['status']:<9}  {path}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    failed = 0
+    for path, job in jobs:
+        final = _follow(client, job, path.name)
+        if final["status"] != "succeeded":
+            failed += 1
+            print(f"{path}: {final['status']}: {final.get('error')}", file=sys.stderr)
+            continue
+        body = client.result(final["id"], args.format)
+        text = json.dumps(body, indent=2) if isinstance(body, dict) else body
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            suffix = "json" if args.format.endswith("json") else args.format
+            (args.out / f"{path.stem}.{suffix}").write_text(text)
+        else:
+            print(text)
+    return 1 if failed else 0
+
+
+def _follow(client: JobsClient, job: dict[str, Any], label: str) -> dict[str, Any]:
+    with tqdm(total=1, desc=label, unit="chunk", file=sys.stderr, leave=True) as bar:
+
+        def update(view: dict[str, Any]) -> None:
+            total = view["total_chunks"] or 1
+            bar.total = total
+            bar.n = view["done_chunks"] if view["status"] != "succeeded" else total
+            bar.set_postfix_str(view["status"])
+            bar.refresh()
+
+        return client.wait(job["id"], on_progress=update)
+
+
+def _line(job: dict[str, Any]) -> str:
+    progress = "" if job.get("progress") is None else f"{job['progress'] * 100:5.1f}%"
+    return f"{job['id']}  {job['status']:<9} {progress:>6}  {job.get('error') or ''}".rstrip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
