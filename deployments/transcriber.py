@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,6 +21,7 @@ from serve_app.config import BatchSettings, ModelConfig, S3Config
 from serve_app.engine import WhisperEngine
 from serve_app.errors import InferenceFailed, ServiceError
 from serve_app.models import resolve_weights, select_device
+from serve_app.packing import Window, plan_windows, slot_cost
 from serve_app.results import ChunkRequest, ChunkResult, DecodeOptions, LanguageGuess
 
 logger = logging.getLogger("ray.serve")
@@ -49,9 +51,17 @@ class Transcriber:
         self.gpu_ids = gpu_ids
         # One thread: the model is a single compute resource; concurrency comes from batching.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
-        self.batcher: KeyedBatcher[ChunkRequest, ChunkResult] = KeyedBatcher(
-            self._run_batch, model.batching, on_batch=self._record_batch
+        packing = model.packing
+        self.packing_enabled = packing.mode == "on" or (
+            packing.mode == "auto" and self.device.device == "cpu"
         )
+        self.batcher: KeyedBatcher[ChunkRequest, ChunkResult] = KeyedBatcher(
+            self._run_batch,
+            model.batching,
+            on_batch=self._record_batch,
+            cost=(lambda item: slot_cost(item, packing)) if self.packing_enabled else None,
+        )
+        self.clips_per_window: Counter[int] = Counter()
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         # Serve adds its own tags to the dict it is given, so each metric gets a copy.
         tags = {"model": model.name}
@@ -93,6 +103,13 @@ class Transcriber:
             "whisper_queue_depth", description="Chunks waiting for a batch.", tag_keys=("model",)
         )
         self._m_queue.set_default_tags(dict(tags))
+        self._m_clips = metrics.Histogram(
+            "whisper_clips_per_window",
+            description="Chunks that shared one 30 s window (window packing).",
+            boundaries=[1, 2, 3, 4, 5, 6, 8, 10, 12],
+            tag_keys=("model",),
+        )
+        self._m_clips.set_default_tags(dict(tags))
         self._last_audio_s = 0.0
         logger.info(
             "Transcriber %s ready on %s/%s (%s), cpu_threads=%d, pid=%d",
@@ -142,23 +159,44 @@ class Transcriber:
             "batch_sizes": dict(self.batcher.size_histogram),
             "queued": self.batcher.queued,
             "settings": self.batcher.settings.model_dump(),
+            "packing": self.packing_enabled,
+            "clips_per_window": dict(self.clips_per_window),
         }
 
     async def _run_batch(self, items: Sequence[ChunkRequest]) -> list[ChunkResult]:
         self._m_queue.set(self.batcher.queued)
         self._last_audio_s = sum(item.duration for item in items)
+        packing = self.config.packing
+        if self.packing_enabled:
+            windows = plan_windows(items, packing)
+        else:
+            windows = [Window([i], [0.0]) for i in range(len(items))]
         loop = asyncio.get_running_loop()
         try:
             outputs = await loop.run_in_executor(
-                self._executor, self.engine.transcribe_batch, items
+                self._executor,
+                self.engine.transcribe_windows,
+                items,
+                windows,
+                packing.gap_s,
+                self.batcher.settings.max_batch_size,
             )
         except ServiceError:
             raise
         except Exception as exc:
             logger.exception("batch of %d failed in the model", len(items))
             raise InferenceFailed(f"the model failed on this batch: {exc}") from exc
+        clips = [1] * len(items)
+        for window in windows:
+            self.clips_per_window[len(window.items)] += 1
+            self._m_clips.observe(len(window.items))
+            for index in window.items:
+                clips[index] = len(window.items)
         size = len(items)
-        return [ChunkResult(segments=s, batch_size=size, replica=self.replica_id) for s in outputs]
+        return [
+            ChunkResult(segments=s, batch_size=size, replica=self.replica_id, window_clips=c)
+            for s, c in zip(outputs, clips, strict=True)
+        ]
 
     def _record_batch(self, record: BatchRecord) -> None:
         self._m_batch.observe(record.size)

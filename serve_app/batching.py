@@ -53,8 +53,12 @@ class KeyedBatcher(Generic[T, R]):
         settings: BatchSettings,
         *,
         on_batch: Callable[[BatchRecord], None] | None = None,
+        cost: Callable[[T], float] | None = None,
     ) -> None:
         self._run_batch = run_batch
+        # Capacity is max_batch_size "slots"; an item may use less than one slot (packed
+        # short clips share a window) — by default every item is one slot.
+        self._cost = cost or (lambda _item: 1.0)
         self._settings = settings
         self._on_batch = on_batch
         self._queues: dict[str, list[_Pending[T, R]]] = {}
@@ -125,7 +129,7 @@ class KeyedBatcher(Generic[T, R]):
         assert self._wakeup is not None
         queue = self._queues[key]
         oldest = min(p.arrived for p in queue)
-        while len(queue) < self._settings.max_batch_size:
+        while self._queued_cost(queue) < self._settings.max_batch_size:
             remaining = oldest + self._settings.batch_wait_timeout_s - time.monotonic()
             if remaining <= 0:
                 return
@@ -138,10 +142,17 @@ class KeyedBatcher(Generic[T, R]):
     def _take(self, key: str) -> list[_Pending[T, R]]:
         queue = self._queues.get(key, [])
         batch: list[_Pending[T, R]] = []
-        while queue and len(batch) < self._settings.max_batch_size:
-            pending = heapq.heappop(queue)
-            if not pending.future.done():
-                batch.append(pending)
+        used = 0.0
+        capacity = self._settings.max_batch_size
+        while queue:
+            if queue[0].future.done():  # caller went away while queued
+                heapq.heappop(queue)
+                continue
+            cost = self._cost(queue[0].item)
+            if batch and used + cost > capacity + 1e-9:
+                break
+            batch.append(heapq.heappop(queue))
+            used += cost
         if not queue:
             self._queues.pop(key, None)
         return batch
@@ -175,6 +186,9 @@ class KeyedBatcher(Generic[T, R]):
         self.size_histogram[record.size] += 1
         if self._on_batch is not None:
             self._on_batch(record)
+
+    def _queued_cost(self, queue: list[_Pending[T, R]]) -> float:
+        return sum(self._cost(p.item) for p in queue if not p.future.done())
 
     def _drop_cancelled(self) -> None:
         for key in list(self._queues):

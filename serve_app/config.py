@@ -31,6 +31,19 @@ class BatchSettings(_Strict):
     )
 
 
+class PackingSettings(_Strict):
+    """Window packing: short chunks of one tenant share a 30 s Whisper window."""
+
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto = on for CPU replicas, off on GPU until measured there."
+    )
+    max_clip_s: float = Field(
+        20.0, gt=0, le=28, description="Only chunks at most this long are packed."
+    )
+    window_s: float = Field(28.0, gt=0, le=30, description="Audio per packed window.")
+    gap_s: float = Field(1.0, ge=0.2, le=5, description="Silence between packed clips.")
+
+
 class AutoscalingSettings(_Strict):
     """Maps onto Ray Serve's `autoscaling_config` for one model deployment."""
 
@@ -91,6 +104,7 @@ class ModelConfig(_Strict):
     )
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     batching: BatchSettings = Field(default_factory=BatchSettings)
+    packing: PackingSettings = Field(default_factory=PackingSettings)
 
     @field_validator("name")
     @classmethod

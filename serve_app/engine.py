@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
 from serve_app.errors import BadRequest
+from serve_app.packing import Window, split_window, window_audio
 from serve_app.results import ChunkRequest, DecodeOptions, LanguageGuess, Segment, Word
 
 logger = logging.getLogger(__name__)
@@ -102,7 +104,7 @@ class WhisperEngine:
         return check_options(options, self.multilingual, self.supported_languages)
 
     def transcribe_batch(self, items: Sequence[ChunkRequest]) -> list[list[Segment]]:
-        """Decode chunks that share one `DecodeOptions` in one batched generate call."""
+        """Decode same-option chunks, one window each, in one batched generate call."""
         if not items:
             return []
         opts = items[0].options
@@ -110,17 +112,59 @@ class WhisperEngine:
             raise ValueError("a batch must share one set of decode options")
         if opts.language is None:
             raise ValueError("language must be resolved before batching")
-        tokenizer = Tokenizer(
-            self.model.hf_tokenizer, self.multilingual, task=opts.task, language=opts.language
-        )
-        options = self._transcription_options(opts, tokenizer)
-        features = np.stack([pad_or_trim(self.features(item.audio)) for item in items])
-        metadata = [{"offset": item.offset, "duration": item.duration} for item in items]
-        # The pipeline carries this across its own batches of one file; chunks here belong
-        # to many requests, so each batch starts fresh.
-        self.pipeline.last_speech_timestamp = 0.0
-        outputs = self.pipeline.forward(features, tokenizer, metadata, options)
-        return [self._segments(chunk_output, opts) for chunk_output in outputs]
+        singles = [Window([i], [0.0]) for i in range(len(items))]
+        return self.transcribe_windows(items, singles, gap_s=1.0, max_batch=len(items))
+
+    def transcribe_windows(
+        self,
+        items: Sequence[ChunkRequest],
+        windows: Sequence[Window],
+        gap_s: float,
+        max_batch: int,
+    ) -> list[list[Segment]]:
+        """Decode windows (single chunks or packed clips) in batches of `max_batch`.
+
+        Returns segments per item, in item order. Packed windows need word timings to split
+        the words back to their clips, so a batch with one decodes all with timings (the
+        text of unpacked chunks does not change: alignment runs after generation).
+        """
+        if any(item.options != items[0].options for item in items):
+            raise ValueError("a batch must share one set of decode options")
+        out: list[list[Segment]] = [[] for _ in items]
+        for first in range(0, len(windows), max_batch):
+            group = windows[first : first + max_batch]
+            opts = items[group[0].items[0]].options
+            want_words = opts.word_timestamps or any(w.packed for w in group)
+            run_opts = replace(opts, word_timestamps=want_words)
+            tokenizer = Tokenizer(
+                self.model.hf_tokenizer, self.multilingual, task=opts.task, language=opts.language
+            )
+            options = self._transcription_options(run_opts, tokenizer)
+            audios, metadata = [], []
+            for window in group:
+                if window.packed:
+                    audio = window_audio(window, items)
+                    metadata.append({"offset": 0.0, "duration": audio.shape[0] / 16000})
+                else:
+                    item = items[window.items[0]]
+                    audio = item.audio
+                    metadata.append({"offset": item.offset, "duration": item.duration})
+                audios.append(audio)
+            features = np.stack([pad_or_trim(self.features(a)) for a in audios])
+            self.pipeline.last_speech_timestamp = 0.0
+            outputs = self.pipeline.forward(features, tokenizer, metadata, options)
+            for window, output in zip(group, outputs, strict=True):
+                if window.packed:
+                    split = split_window(output, window, items, gap_s, opts.word_timestamps)
+                    for index, segments in zip(window.items, split, strict=True):
+                        out[index] = segments
+                else:
+                    segments = self._segments(output, run_opts)
+                    if not opts.word_timestamps:
+                        for segment in segments:
+                            segment.words = None
+                    out[window.items[0]] = segments
+        return out
 
     def _transcription_options(
         self, opts: DecodeOptions, tokenizer: Tokenizer

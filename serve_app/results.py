@@ -51,6 +51,7 @@ class TranscribeRequest:
     segment_timestamps: bool = False
     priority: int = 10  # interactive default; background jobs use lower values
     tenant: str = "default"
+    pack: bool = True  # may short chunks share a window with this tenant's other chunks
 
     def decode_options(self) -> DecodeOptions:
         return DecodeOptions(
@@ -76,6 +77,7 @@ class ChunkRequest:
     tenant: str = "default"
     request_id: str = ""
     index: int = 0
+    packable: bool = True
 
 
 @dataclass
@@ -108,6 +110,7 @@ class ChunkResult:
     segments: list[Segment]
     batch_size: int = 1
     replica: str = ""
+    window_clips: int = 1  # chunks that shared this chunk's 30 s window
 
 
 @dataclass
@@ -130,6 +133,7 @@ class TranscriptionResult:
     options: DecodeOptions
     chunks: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    window_clips: list[int] = field(default_factory=list)  # per chunk: clips in its window
 
     @property
     def words(self) -> list[Word]:

@@ -57,6 +57,7 @@ class PreparedAudio:
     language: LanguageGuess
     priority: int
     tenant: str
+    pack: bool = True
 
 
 class TranscriptionService:
@@ -127,6 +128,7 @@ class TranscriptionService:
             language=language,
             priority=request.priority,
             tenant=request.tenant,
+            pack=request.pack,
         )
 
     async def run_chunks(
@@ -150,6 +152,7 @@ class TranscriptionService:
                     tenant=prepared.tenant,
                     request_id=request_id,
                     index=i,
+                    packable=prepared.pack,
                 )
                 return i, await self._transcribe_chunk(handle, chunk)
 
@@ -182,6 +185,7 @@ class TranscriptionService:
             options=prepared.options,
             chunks=len(ordered),
             batch_sizes=[r.batch_size for r in ordered],
+            window_clips=[r.window_clips for r in ordered],
         )
 
     async def _transcribe_prepared(self, prepared: PreparedAudio) -> TranscriptionResult:

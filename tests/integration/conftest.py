@@ -35,6 +35,8 @@ def app_config(model_cache: Path, **overrides: Any):
                 "num_gpus": GPU_SHARES["tiny.en"],
                 "cpu_threads": 2,
                 "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2},
+                # Exact equality with faster-whisper is tested here; packing has its own tests.
+                "packing": {"mode": "off"},
             },
             {
                 "name": "base",
@@ -42,6 +44,8 @@ def app_config(model_cache: Path, **overrides: Any):
                 "num_gpus": GPU_SHARES["base"],
                 "cpu_threads": 2,
                 "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2},
+                # Exact equality with faster-whisper is tested here; packing has its own tests.
+                "packing": {"mode": "off"},
             },
         ],
     }

@@ -78,6 +78,7 @@ def jobs_app_config(model_cache: Path, backend: str, storage: dict[str, Any], na
                     "num_cpus": 0.3,
                     "cpu_threads": 2,
                     "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.1},
+                    "packing": {"mode": "off"},  # results are compared with the sync path
                 }
             ],
         }

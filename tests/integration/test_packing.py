@@ -1,0 +1,142 @@
+"""Window packing on the real model: short clips of one tenant share 30 s windows."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import jiwer
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SENTENCES = [
+    "The orange cat sleeps on the warm windowsill.",
+    "Seven pilots landed their planes before midnight.",
+    "My grandmother bakes chocolate cookies every Sunday.",
+    "The library closes early during the winter holidays.",
+    "Please bring two umbrellas because it will rain tomorrow.",
+    "A small boat drifted slowly across the quiet harbor.",
+    "The engineer repaired the broken elevator this afternoon.",
+    "Fresh strawberries are sold at the farmers market.",
+    "Our football team practiced in the muddy stadium.",
+    "The museum opened a new exhibition about ancient Egypt.",
+    "He forgot his passport at the airport security desk.",
+    "The violin concert was recorded in a famous theater.",
+]
+NORMALISE = jiwer.Compose(
+    [
+        jiwer.ToLowerCase(),
+        jiwer.RemovePunctuation(),
+        jiwer.RemoveMultipleSpaces(),
+        jiwer.Strip(),
+        jiwer.ReduceToListOfListOfWords(),
+    ]
+)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(
+        reference, hypothesis, reference_transform=NORMALISE, hypothesis_transform=NORMALISE
+    )
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[bytes]:
+    folder = tmp_path_factory.mktemp("packing-clips")
+    out = []
+    for i, sentence in enumerate(SENTENCES):
+        path = folder / f"{i}.wav"
+        voice = ["en-us", "en-gb", "en-us+f3"][i % 3]
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), sentence], check=True
+        )
+        out.append(path.read_bytes())
+    return out
+
+
+@pytest.fixture(scope="module")
+def packing_app(ray_instance, model_cache: Path) -> Iterator:
+    from ray import serve
+
+    from serve_app.app import build_app
+    from tests.integration.conftest import app_config
+
+    config = app_config(
+        model_cache,
+        jobs={"enabled": False},
+        models=[
+            {
+                "name": "tiny.en",
+                "num_cpus": 0.3,
+                "cpu_threads": 2,
+                "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.5},
+                "packing": {"mode": "on"},
+            }
+        ],
+    )
+    serve.run(build_app(config), name="packing", route_prefix="/packing")
+    try:
+        yield serve.get_app_handle("packing")
+    finally:
+        serve.delete("packing")
+
+
+def _run_all(handle, clips: list[bytes], tenants: list[str], pack: bool) -> list:
+    responses = [
+        handle.transcribe.remote(
+            audio, tenant=tenant, pack=pack, word_timestamps=True, segment_timestamps=True
+        )
+        for audio, tenant in zip(clips, tenants, strict=True)
+    ]
+    return [r.result(timeout_s=300) for r in responses]
+
+
+def _distinctive(i: int) -> set[str]:
+    mine = set(re.findall(r"[a-z]{5,}", SENTENCES[i].lower()))
+    others = {
+        w for j, s in enumerate(SENTENCES) if j != i for w in re.findall(r"[a-z]+", s.lower())
+    }
+    return mine - others
+
+
+def test_one_tenant_shares_windows_at_equal_accuracy(packing_app, clips):
+    tenants = ["acme"] * len(clips)
+    unpacked = _run_all(packing_app, clips, tenants, pack=False)
+    packed = _run_all(packing_app, clips, tenants, pack=True)
+
+    assert all(c == 1 for r in unpacked for c in r.window_clips)
+    shared = [c for r in packed for c in r.window_clips]
+    assert max(shared) > 1, shared
+    stats = packing_app.stats.remote().result()["tiny.en"]
+    assert any(int(k) > 1 for k in stats["clips_per_window"]), stats
+
+    wer_unpacked = [wer(s, r.text) for s, r in zip(SENTENCES, unpacked, strict=True)]
+    wer_packed = [wer(s, r.text) for s, r in zip(SENTENCES, packed, strict=True)]
+    mean_unpacked = sum(wer_unpacked) / len(wer_unpacked)
+    mean_packed = sum(wer_packed) / len(wer_packed)
+    assert mean_packed <= mean_unpacked + 0.02, (mean_unpacked, mean_packed)
+
+    for i, result in enumerate(packed):
+        words = set(re.findall(r"[a-z]+", result.text.lower()))
+        for j in range(len(SENTENCES)):
+            if j != i:
+                leaked = words & _distinctive(j)
+                assert not leaked, f"clip {i} got words of clip {j}: {leaked}"
+        for segment in result.segments:
+            assert 0 <= segment.start <= segment.end <= result.duration + 0.01
+            for word in segment.words or []:
+                assert 0 <= word.start <= word.end <= result.duration + 0.01
+
+
+def test_different_tenants_never_share_a_window(packing_app, clips):
+    # One clip per tenant, all in flight together: they share batches but never windows.
+    tenants = [f"tenant-{i}" for i in range(6)]
+    results = _run_all(packing_app, clips[:6], tenants, pack=True)
+    assert max(b for r in results for b in r.batch_sizes) > 1  # they did meet in a batch
+    assert all(c == 1 for r in results for c in r.window_clips)
+    # The same clips from one tenant do share windows.
+    together = _run_all(packing_app, clips[:6], ["same"] * 6, pack=True)
+    assert max(c for r in together for c in r.window_clips) > 1
