@@ -133,7 +133,8 @@ def _from_s3(uri: str, cache_dir: Path, s3: S3Config) -> Path:
 
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    target = cache_dir / ("s3-" + hashlib.sha256(uri.encode()).hexdigest()[:16])
+    canonical = f"s3://{bucket}/{prefix}"  # trailing slashes name the same prefix
+    target = cache_dir / ("s3-" + hashlib.sha256(canonical.encode()).hexdigest()[:16])
     if (target / ".complete").is_file():
         return target
     target.mkdir(parents=True, exist_ok=True)
