@@ -1,0 +1,1 @@
+"""Benchmarks: the service side by side with plain faster-whisper (`python -m benchmarks.run`)."""

@@ -1,0 +1,133 @@
+"""Window packing vs one window per clip: throughput and WER side by side, no serving layer.
+
+Both runs decode the same VAD chunks with the same engine, options and batch size; the only
+difference is whether short clips of one tenant share a 30 s window
+(`serve_app.packing.plan_windows`). Run alone: `python -m benchmarks.packing [--clips 16]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.clips import Clip, generated_clips
+from benchmarks.report import wer
+from serve_app.audio import decode_audio, plan_chunks
+from serve_app.config import PackingSettings
+from serve_app.engine import WhisperEngine
+from serve_app.models import resolve_weights
+from serve_app.packing import Window, plan_windows
+from serve_app.results import ChunkRequest, DecodeOptions
+
+
+def _requests(clips: list[Clip], beam_size: int) -> tuple[list[ChunkRequest], list[str]]:
+    options = DecodeOptions(language="en", beam_size=beam_size)
+    items, owners = [], []
+    for clip in clips:
+        samples = decode_audio(clip.data, max_duration_s=600).samples
+        plan = plan_chunks(samples)
+        for chunk, meta in zip(plan.chunks, plan.metadata, strict=True):
+            items.append(ChunkRequest(chunk, meta["offset"], meta["duration"], options))
+            owners.append(clip.name)
+    return items, owners
+
+
+def _texts(outputs: list, owners: list[str]) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for segments, owner in zip(outputs, owners, strict=True):
+        texts[owner] = (texts.get(owner, "") + "".join(s.text for s in segments)).strip()
+    return texts
+
+
+def compare(
+    engine: WhisperEngine,
+    clips: list[Clip],
+    *,
+    batch_size: int = 8,
+    beam_size: int = 5,
+    settings: PackingSettings | None = None,
+    repeats: int = 2,
+) -> dict[str, Any]:
+    """Best-of-`repeats` wall time of both layouts over the same chunks."""
+    settings = settings or PackingSettings()
+    items, owners = _requests(clips, beam_size)
+    layouts = {
+        "one_window_per_clip": [Window([i], [0.0]) for i in range(len(items))],
+        "packed": plan_windows(items, settings),
+    }
+    engine.transcribe_windows(items[:1], layouts["one_window_per_clip"][:1], 1.0, 1)  # warm
+    audio_s = sum(c.duration for c in clips)
+    out: dict[str, Any] = {"clips": len(clips), "chunks": len(items), "audio_s": audio_s}
+    for name, windows in layouts.items():
+        best = float("inf")
+        outputs: list = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            outputs = engine.transcribe_windows(items, windows, settings.gap_s, batch_size)
+            best = min(best, time.perf_counter() - started)
+        texts = _texts(outputs, owners)
+        per_clip = {c.name: wer({c.name: texts.get(c.name, "")}, [c]) for c in clips}
+        out[name] = {
+            "windows": len(windows),
+            "wall_s": round(best, 3),
+            "rtfx": round(audio_s / best, 2),
+            "mean_wer": round(wer(texts, clips) or 0.0, 4),
+            "per_clip_wer": per_clip,
+        }
+    base, packed = out["one_window_per_clip"], out["packed"]
+    out["speedup"] = round(base["wall_s"] / packed["wall_s"], 2)
+    out["wer_delta"] = round(packed["mean_wer"] - base["mean_wer"], 4)
+    deltas = [
+        abs(packed["per_clip_wer"][c] - base["per_clip_wer"][c])
+        for c in base["per_clip_wer"]
+        if packed["per_clip_wer"][c] is not None and base["per_clip_wer"][c] is not None
+    ]
+    out["max_per_clip_wer_delta"] = round(max(deltas), 4) if deltas else None
+    out["clips_within_0.02"] = sum(d <= 0.02 for d in deltas)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    base, packed = result["one_window_per_clip"], result["packed"]
+    return "\n".join(
+        [
+            f"Window packing ({result['clips']} clips, {result['audio_s']:.1f} s of audio)",
+            "",
+            "| layout | windows | wall s | RTFx | mean WER |",
+            "|---|---:|---:|---:|---:|",
+            f"| one window per clip | {base['windows']} | {base['wall_s']} | {base['rtfx']} "
+            f"| {base['mean_wer']} |",
+            f"| packed | {packed['windows']} | {packed['wall_s']} | {packed['rtfx']} "
+            f"| {packed['mean_wer']} |",
+            "",
+            f"speedup {result['speedup']}x, mean WER delta {result['wer_delta']:+}, "
+            f"max per-clip WER delta {result['max_per_clip_wer_delta']} "
+            f"({result['clips_within_0.02']}/{result['clips']} clips within 0.02)",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--cpu-threads", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=Path("~/.cache/whisper-serve/models"))
+    parser.add_argument("--out", type=Path, default=None, help="write JSON here")
+    args = parser.parse_args(argv)
+    path = resolve_weights(f"bundled:{args.model}", args.cache.expanduser())
+    engine = WhisperEngine(path, cpu_threads=args.cpu_threads)
+    result = compare(engine, generated_clips(args.clips), batch_size=args.batch_size)
+    result["model"] = args.model
+    print(markdown(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

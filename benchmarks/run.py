@@ -1,0 +1,407 @@
+"""One invocation: baselines, the service at each concurrency level, jobs; JSON + MD + PNG.
+
+    python -m benchmarks.run [--quick] [--models tiny.en,base] [--levels 1,4,16,32]
+                             [--url http://127.0.0.1:8000] [--out benchmarks/results]
+
+Without `--url` it starts Ray (2 CPUs) and the app itself on a free loopback port.
+Baselines run in this process while the service is idle (before any load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks import baselines, jobs, loadgen, packing, report
+from benchmarks.clips import (
+    DEFAULT_CACHE,
+    ENGLISH_FIXTURES,
+    Clip,
+    build_clip_set,
+    five_second_clip,
+    generated_clips,
+    job_clip,
+    total_audio,
+)
+from benchmarks.profile import Profiler
+from benchmarks.service import (
+    DEFAULT_APP,
+    LOCAL_APP,
+    RssSampler,
+    Service,
+    attach,
+    batch_diff,
+    bench_config,
+    start_local,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODEL_CACHE = Path("~/.cache/whisper-serve/models").expanduser()
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    models: list[str] = field(default_factory=lambda: ["tiny.en"])
+    levels: list[int] = field(default_factory=lambda: [1, 4, 16, 32])
+    url: str | None = None
+    app_name: str | None = None  # default: "whisper" with --url, else "whisper-bench"
+    ray_address: str | None = None
+    out: Path = RESULTS
+    generated: int = 16
+    fixtures: list[str] = field(default_factory=lambda: [*ENGLISH_FIXTURES, "story.flac"])
+    clip_dir: Path = DEFAULT_CACHE
+    model_cache: Path = MODEL_CACHE
+    batch_size: int = 8
+    batch_wait_s: float = 0.05
+    cpu_threads: int = 2
+    device: str = "cpu"  # "cuda" on a GPU box (float16 instead of int8)
+    num_gpus: float = 0.0  # GPU share per model replica
+    ray_cpus: int = 2
+    latency_reps: int = 15
+    per_client: int = 3  # requests per client and level, rounded up to whole clip passes
+    job_rate: float = 50.0
+    job_seconds: float = 10.0
+    drain_clients: int = 10
+    drain_jobs: int = 100
+    drain_timeout_s: float = 1800.0
+    skip_jobs: bool = False
+    profile: list[str] = field(default_factory=list)  # levels (and/or "latency") to py-spy
+    command: str = ""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _baseline_entry(run: baselines.BaselineRun) -> dict[str, Any]:
+    return {
+        "wall_s": round(run.wall_s, 3),
+        "audio_s": round(run.audio_s, 3),
+        "rtfx": round(run.rtfx, 3),
+        "latency_s": loadgen.latency_summary(run.latencies),
+        **({"extra": run.extra} if run.extra else {}),
+    }
+
+
+def run_baselines(
+    opts: Options, model: str, clips: list[Clip], five: Clip, batch_size: int
+) -> dict[str, Any]:
+    log(f"{model}: loading for the baselines ({opts.device}, cpu_threads={opts.cpu_threads})")
+    engine = baselines.load_engine(model, opts.model_cache, opts.cpu_threads, opts.device)
+    baselines.warm_up(engine, clips[0])
+    log(f"{model}: naive baseline over {len(clips)} clips")
+    naive = baselines.naive(engine, clips)
+    log(f"{model}: naive RTFx {naive.rtfx:.2f}; ceiling baseline (batch {batch_size})")
+    ceiling = baselines.ceiling(engine, clips, batch_size)
+    log(f"{model}: ceiling RTFx {ceiling.rtfx:.2f}; 5 s clip x{opts.latency_reps}")
+    single = baselines.single_clip_latency(engine, five, opts.latency_reps, batch_size)
+    rss = psutil.Process().memory_info().rss / 2**20
+    del engine
+    return {
+        "baselines": {"naive": _baseline_entry(naive), "ceiling": _baseline_entry(ceiling)},
+        "texts": {"naive": naive.texts, "ceiling": ceiling.texts},
+        "single": single,
+        "baseline_process_rss_mb": round(rss, 1),
+    }
+
+
+def _profiler(opts: Options, service: Service, model: str, label: str) -> Profiler | None:
+    if label not in opts.profile:
+        return None
+    profiler = Profiler(service.app_name, opts.out / "profiles", f"{model}-{label}")
+    profiler.start()
+    return profiler
+
+
+def run_level(
+    opts: Options,
+    service: Service,
+    model: str,
+    clips: list[Clip],
+    concurrency: int,
+    base: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    requests = loadgen.requests_for_level(clips, concurrency, opts.per_client)
+    before = service.stats()
+    profiler = _profiler(opts, service, model, str(concurrency))
+    with RssSampler(service.app_name) as rss:
+        phase = asyncio.run(loadgen.closed_loop(service.url, requests, concurrency, model))
+    profile = profiler.stop() if profiler else None
+    after = service.stats()
+    ok = [r for r in phase.records if r.ok]
+    codes: dict[str, int] = {}
+    for r in phase.records:
+        codes[str(r.status)] = codes.get(str(r.status), 0) + 1
+    naive_rtfx = base["baselines"]["naive"]["rtfx"]
+    ceiling_rtfx = base["baselines"]["ceiling"]["rtfx"]
+    entry = {
+        "concurrency": concurrency,
+        "requests": len(phase.records),
+        "errors": len(phase.records) - len(ok),
+        "status_codes": codes,
+        "wall_s": round(phase.wall_s, 3),
+        "audio_s": round(phase.ok_audio_s, 3),
+        "rtfx": round(phase.rtfx, 3),
+        "vs_naive": round(phase.rtfx / naive_rtfx, 3) if naive_rtfx else None,
+        "vs_ceiling": round(phase.rtfx / ceiling_rtfx, 3) if ceiling_rtfx else None,
+        "latency_s": loadgen.latency_summary([r.latency_s for r in ok]),
+        "batches": batch_diff(before, after, model),
+        "rss": rss.result(),
+        "sample_errors": [r.error for r in phase.records if r.error][:5],
+        **({"profile": profile} if profile else {}),
+    }
+    texts = {r.clip: r.text or "" for r in reversed(ok)}
+    log(
+        f"{model} c={concurrency}: RTFx {entry['rtfx']:.2f} (naive x{entry['vs_naive']}, "
+        f"ceiling x{entry['vs_ceiling']}), p95 {entry['latency_s']['p95']} s, "
+        f"batches {entry['batches'].get('histogram')}, errors {entry['errors']}"
+    )
+    return entry, texts
+
+
+def run_model(
+    opts: Options, service: Service, model: str, clips: list[Clip], five: Clip, base: dict
+) -> dict[str, Any]:
+    log(f"{model}: warming the service up")
+    asyncio.run(loadgen.closed_loop(service.url, [clips[0], five], 1, model))
+    levels, texts = [], {}
+    for concurrency in opts.levels:
+        entry, level_texts = run_level(opts, service, model, clips, concurrency, base)
+        levels.append(entry)
+        texts.update(level_texts)
+    log(f"{model}: 1 client, 5 s clip x{opts.latency_reps}")
+    profiler = _profiler(opts, service, model, "latency")
+    seq = asyncio.run(loadgen.sequential(service.url, five, opts.latency_reps, model))
+    profile = profiler.stop() if profiler else None
+    service_p50 = loadgen.percentile([r.latency_s for r in seq.records if r.ok], 50)
+    naive_p50 = loadgen.percentile(base["single"]["naive"], 50)
+    pipeline_p50 = loadgen.percentile(base["single"]["pipeline"], 50)
+    direct = min(x for x in (naive_p50, pipeline_p50) if x is not None)
+    return {
+        "baselines": base["baselines"],
+        "baseline_process_rss_mb": base["baseline_process_rss_mb"],
+        "levels": levels,
+        "latency_5s": {
+            "reps": opts.latency_reps,
+            "service_p50": _r(service_p50),
+            "naive_p50": _r(naive_p50),
+            "pipeline_p50": _r(pipeline_p50),
+            "ratio": _r(service_p50 / direct) if service_p50 and direct else None,
+            "service_errors": sum(not r.ok for r in seq.records),
+            **({"profile": profile} if profile else {}),
+        },
+        "wer": {
+            "naive": report.wer(base["texts"]["naive"], clips),
+            "ceiling": report.wer(base["texts"]["ceiling"], clips),
+            "service": report.wer(texts, clips),
+        },
+        "service_equals_ceiling": sum(
+            texts.get(c.name) == base["texts"]["ceiling"].get(c.name) for c in clips
+        ),
+    }
+
+
+def run_jobs(opts: Options, service: Service, model: str, clip: Clip) -> dict[str, Any]:
+    if opts.skip_jobs:
+        return {"submit": {"skipped": "--skip-jobs"}, "drain": {"skipped": "--skip-jobs"}}
+    if not asyncio.run(jobs.probe(service.url)):
+        log("jobs API not available: skipping the job sections")
+        return {"submit": dict(jobs.SKIPPED), "drain": dict(jobs.SKIPPED)}
+    log(f"jobs: submitting at {opts.job_rate} req/s for {opts.job_seconds} s")
+    submit, ids = asyncio.run(
+        jobs.submit_at_rate(service.url, clip, model, opts.job_rate, opts.job_seconds)
+    )
+    log(f"jobs: submit p99 {submit['latency_s']['p99']} s; cancelling the backlog")
+    submit["cancel_status_codes"] = asyncio.run(jobs.cancel_all(service.url, ids))
+    state = asyncio.run(jobs.wait_terminal(service.url, ids, timeout_s=300))
+    submit["outcomes"] = jobs._outcomes(state)
+    total = opts.drain_clients * opts.drain_jobs
+    log(f"jobs: drain {opts.drain_clients} clients x {opts.drain_jobs} jobs = {total}")
+    drain = asyncio.run(
+        jobs.drain(
+            service.url, clip, model, opts.drain_clients, opts.drain_jobs, opts.drain_timeout_s
+        )
+    )
+    log(f"jobs: drain outcomes {drain['outcomes']} in {drain['drain_s']} s")
+    return {"model": model, "clip_s": clip.duration, "submit": submit, "drain": drain}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _batch_size_of(service: Service | None, model: str, default: int) -> int:
+    stats = service.stats() if service else None
+    try:
+        return int(stats[model]["settings"]["max_batch_size"]) if stats else default
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def run_packing(opts: Options, batch_size: int) -> dict[str, Any]:
+    """Packed vs one-window-per-clip on short generated clips, while the service is idle."""
+    model = opts.models[0]
+    log(f"window packing comparison ({model})")
+    engine = baselines.load_engine(model, opts.model_cache, opts.cpu_threads, opts.device)
+    count = 8 if opts.quick else 16
+    result = packing.compare(
+        engine,
+        generated_clips(count, opts.clip_dir),
+        batch_size=batch_size,
+        repeats=1 if opts.quick else 2,
+    )
+    result["model"] = model
+    return result
+
+
+def run_benchmark(opts: Options) -> dict[str, Any]:
+    """Everything in one go; writes latest.json/.md/.png under `opts.out` and returns results."""
+    started = time.time()
+    loadavg_start = [round(x, 2) for x in os.getloadavg()]
+    clips = build_clip_set(opts.generated, opts.fixtures, opts.clip_dir)
+    five, jclip = five_second_clip(opts.clip_dir), job_clip(opts.clip_dir)
+    log(f"{len(clips)} clips, {total_audio(clips):.1f} s audio; load average {loadavg_start}")
+    app_name = opts.app_name or (DEFAULT_APP if opts.url else LOCAL_APP)
+    service = attach(opts.url, app_name, opts.ray_address) if opts.url else None
+    sizes = {m: _batch_size_of(service, m, opts.batch_size) for m in opts.models}
+    base = {m: run_baselines(opts, m, clips, five, sizes[m]) for m in opts.models}
+    packed = run_packing(opts, sizes[opts.models[0]])
+    if service is None:
+        log("starting Ray (2 CPUs) and the app")
+        config = bench_config(
+            opts.models,
+            opts.batch_size,
+            opts.batch_wait_s,
+            opts.cpu_threads,
+            opts.model_cache,
+            opts.device,
+            opts.num_gpus,
+        )
+        gpus = 1 if opts.num_gpus else 0
+        service = start_local(config, app_name, opts.ray_cpus, gpus)
+    results: dict[str, Any] = {"models": {}, "jobs": {}, "packing": packed}
+    try:
+        for model in opts.models:
+            results["models"][model] = run_model(opts, service, model, clips, five, base[model])
+        results["jobs"] = run_jobs(opts, service, opts.models[0], jclip)
+    finally:
+        service.stop()
+    results["meta"] = {
+        "command": opts.command,
+        "mode": "quick" if opts.quick else "full",
+        "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - started, 1),
+        "host": {
+            "cpus": os.cpu_count(),
+            "loadavg_start": loadavg_start,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "service": f"{service.url} ({'started here' if service.started_here else 'attached'})",
+        "models": opts.models,
+        "levels": opts.levels,
+        "cpu_threads": opts.cpu_threads,
+        "device": opts.device,
+        "num_gpus": opts.num_gpus,
+        "batch_size": sizes,
+        "clip_count": len(clips),
+        "clip_audio_s": round(total_audio(clips), 3),
+        "clips": [{"name": c.name, "duration": c.duration} for c in clips],
+    }
+    results["targets"] = report.targets(results)
+    write_outputs(results, opts.out)
+    return results
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    keys = ("meta", "models", "jobs", "packing", "targets")
+    ordered = {k: results[k] for k in keys if k in results}
+    (out / "latest.json").write_text(json.dumps(ordered, indent=2) + "\n")
+    text = report.markdown(ordered)
+    if ordered.get("packing"):
+        text += (
+            "\n\n## Window packing (no serving layer)\n\n"
+            + packing.markdown(ordered["packing"])
+            + "\n"
+        )
+    (out / "latest.md").write_text(text)
+    report.plot(ordered, out / "latest.png")
+    print(text)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="< 3 min: few clips, levels 1,4")
+    p.add_argument("--models", help="comma-separated model names (default tiny.en)")
+    p.add_argument("--levels", help="comma-separated client counts (default 1,4,16,32)")
+    p.add_argument("--url", help="benchmark a running service instead of starting one")
+    p.add_argument("--app-name", help=f"Serve app name (default {DEFAULT_APP} with --url)")
+    p.add_argument("--ray-address", help="with --url: join this Ray cluster to read stats()")
+    p.add_argument("--out", type=Path, default=RESULTS, help="directory for latest.*")
+    p.add_argument("--clips", type=int, help="number of generated espeak-ng clips")
+    p.add_argument("--fixtures", help="comma-separated tests/data files, or 'none'")
+    p.add_argument("--clip-dir", type=Path, default=DEFAULT_CACHE, help="generated clip cache")
+    p.add_argument("--model-cache", type=Path, default=MODEL_CACHE)
+    p.add_argument("--batch-size", type=int, default=8, help="max_batch_size (service+ceiling)")
+    p.add_argument("--batch-wait", type=float, default=0.05, help="batch_wait_timeout_s")
+    p.add_argument("--cpu-threads", type=int, default=2, help="CTranslate2 threads, everywhere")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: float16")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPU share per model replica")
+    p.add_argument("--ray-cpus", type=int, default=2, help="num_cpus for a local ray.init")
+    p.add_argument("--latency-reps", type=int, help="repetitions of the 5 s clip")
+    p.add_argument("--per-client", type=int, help="requests per client per level (min)")
+    p.add_argument("--job-rate", type=float, default=50.0, help="job submits per second")
+    p.add_argument("--job-seconds", type=float, help="how long to submit at --job-rate")
+    p.add_argument("--drain-clients", type=int, help="clients in the job drain")
+    p.add_argument("--drain-jobs", type=int, help="jobs per drain client")
+    p.add_argument("--drain-timeout", type=float, default=1800.0)
+    p.add_argument("--skip-jobs", action="store_true")
+    p.add_argument("--profile", default="", help="py-spy these levels, e.g. '16,latency'")
+    a = p.parse_args(argv)
+    opts = Options(quick=a.quick, url=a.url, app_name=a.app_name, ray_address=a.ray_address)
+    if a.quick:
+        opts.levels, opts.generated, opts.latency_reps, opts.per_client = [1, 4], 6, 5, 2
+        opts.fixtures = ["hello.wav", "weather.wav"]
+        opts.job_seconds, opts.drain_clients, opts.drain_jobs = 1.0, 2, 5
+    if a.models:
+        opts.models = [m.strip() for m in a.models.split(",") if m.strip()]
+    if a.levels:
+        opts.levels = [int(x) for x in a.levels.split(",")]
+    if a.clips is not None:
+        opts.generated = a.clips
+    if a.fixtures is not None:
+        opts.fixtures = [] if a.fixtures == "none" else a.fixtures.split(",")
+    for name in ("latency_reps", "per_client", "job_seconds", "drain_clients", "drain_jobs"):
+        if getattr(a, name) is not None:
+            setattr(opts, name, getattr(a, name))
+    opts.out, opts.clip_dir, opts.model_cache = a.out, a.clip_dir, a.model_cache
+    opts.batch_size, opts.batch_wait_s, opts.cpu_threads = a.batch_size, a.batch_wait, a.cpu_threads
+    opts.device, opts.num_gpus, opts.ray_cpus = a.device, a.num_gpus, a.ray_cpus
+    opts.job_rate, opts.drain_timeout_s, opts.skip_jobs = a.job_rate, a.drain_timeout, a.skip_jobs
+    opts.profile = [x.strip() for x in a.profile.split(",") if x.strip()]
+    opts.command = shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])])
+    return opts
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return run_benchmark(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

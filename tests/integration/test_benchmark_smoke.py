@@ -1,0 +1,71 @@
+"""The benchmark's quick mode runs once against the session's app and writes its reports.
+
+Only the shape of the output is checked: timings on shared CI machines mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_quick_benchmark_against_deployed_app(whisper_app, tmp_path):
+    import ray
+
+    from benchmarks.run import main
+
+    assert ray.is_initialized()  # the session's Ray: the benchmark must reuse it
+    results = main(
+        [
+            "--quick",
+            "--url",
+            whisper_app.url,
+            "--app-name",
+            whisper_app.name,
+            "--out",
+            str(tmp_path),
+            "--latency-reps",
+            "3",
+        ]
+    )
+    assert ray.is_initialized()  # and must not shut it down
+
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert data == json.loads(json.dumps(results))
+    assert set(data) == {"meta", "models", "jobs", "targets"}
+    assert data["meta"]["mode"] == "quick"
+    assert "attached" in data["meta"]["service"]
+
+    model = data["models"]["tiny.en"]
+    assert set(model["baselines"]) == {"naive", "ceiling"}
+    assert all(b["audio_s"] > 0 and b["wall_s"] > 0 for b in model["baselines"].values())
+    levels = model["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 4]
+    for lv in levels:
+        assert lv["errors"] == 0, lv["sample_errors"]
+        assert lv["requests"] > 0 and lv["rtfx"] > 0
+        assert lv["latency_s"]["p50"] is not None
+        assert lv["batches"]["available"], "stats() through the app handle"
+        assert lv["batches"]["chunks"] >= lv["requests"]
+        assert any(name.startswith("Transcriber-") for name in lv["rss"]["peak_mb"])
+    assert model["latency_5s"]["service_p50"] is not None
+    assert model["latency_5s"]["ratio"] is not None
+
+    for section in ("submit", "drain"):
+        entry = data["jobs"][section]
+        assert "skipped" in entry or entry  # either measured or explicitly skipped
+    if "skipped" not in data["jobs"]["drain"]:
+        assert data["jobs"]["drain"]["outcomes"]
+
+    names = {t["name"] for t in data["targets"]}
+    assert len(names) == 5
+    assert all(t["met"] in (True, False, None) for t in data["targets"])
+
+    markdown = (tmp_path / "latest.md").read_text()
+    assert "## Throughput and latency" in markdown and "## Targets" in markdown
+    assert "| tiny.en | 4 |" in markdown
+    png = (tmp_path / "latest.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
