@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-APT_PACKAGES := espeak-ng sox postgresql redis-server
+APT_PACKAGES := espeak-ng sox postgresql redis-server chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install system-deps lint format unit integration bench bench-quick clean
+.PHONY: run test install system-deps lint format unit integration bench bench-quick dashboard-check clean
 
 run: install  ## set up and run the service on :8000 (CPU default config)
 	$(BIN)/serve run serve_config.yaml
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 system-deps:  ## Debian packages the tests need (servers are started by the tests)
 	@missing=""; \
-	for cmd in espeak-ng sox redis-server; do command -v $$cmd >/dev/null || missing=1; done; \
+	for cmd in espeak-ng sox redis-server chromium; do command -v $$cmd >/dev/null || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \
@@ -45,6 +45,9 @@ unit: install
 
 integration: system-deps install
 	$(BIN)/python -m pytest tests/integration -p no:cacheprovider --timeout 900 -q -ra
+
+dashboard-check: system-deps install  ## app + Ray dashboard in headless Chromium -> docs/dashboard-serve.png
+	$(BIN)/python scripts/dashboard_check.py --out docs/dashboard-serve.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info

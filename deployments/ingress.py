@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import ray
 from fastapi import FastAPI
 from ray import serve
 
@@ -50,6 +51,14 @@ class Ingress:
         if request is None:
             request = TranscribeRequest(**options)
         return await self.service.transcribe(audio, request)
+
+    async def describe(self) -> dict[str, Any]:
+        """Where this replica runs: node id and the Ray resources it was given."""
+        context = ray.get_runtime_context()
+        return {
+            "node_id": context.get_node_id(),
+            "assigned_resources": context.get_assigned_resources(),
+        }
 
     async def stats(self) -> dict[str, Any]:
         """Per-model batching statistics from every Transcriber replica reached."""

@@ -10,20 +10,24 @@ import json
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app import __version__
-from serve_app.errors import BadRequest, PayloadTooLarge, ServiceError
+from serve_app.auth import Access, AccessDep, Authenticator, get_access
+from serve_app.errors import BackendUnavailable, BadRequest, PayloadTooLarge, ServiceError
 from serve_app.formats import MEDIA_TYPES, ResponseFormat, render
 from serve_app.jobs.frontend import JobsFrontend
 from serve_app.jobs.routes import build_jobs_router
+from serve_app.observability import install_observability
+from serve_app.ratelimit import RateLimiter
 from serve_app.results import Task, TranscribeRequest
 from serve_app.schemas import ERROR_RESPONSES, Health, ModelCard, ModelList
 from serve_app.service import TranscriptionService
+from serve_app.stores import open_job_store
 
 logger = logging.getLogger("ray.serve")
 
@@ -55,11 +59,15 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
         description="OpenAI-compatible speech-to-text on Ray Serve with cross-request batching.",
     )
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.limits.max_upload_bytes)
+    # Added last = outermost: keys and rate limits are checked before any body is read.
+    app.add_middleware(AccessMiddleware, **access_control(service, jobs))
     install_error_handlers(app)
+    install_observability(app, config)  # after add_middleware: outermost, counts refusals
     if jobs is not None:
         app.include_router(build_jobs_router(jobs))
 
     async def run(
+        access: Access,
         task: Task,
         file: UploadFile,
         model: str | None,
@@ -80,10 +88,12 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
             temperature=temperature,
             word_timestamps="word" in grains,
             segment_timestamps=response_format in ("srt", "vtt", "verbose_json"),
+            tenant=access.tenant,
         )
         service.resolve_model(request.model)  # fail fast before reading a large body
-        data = await file.read()
-        result = await service.transcribe(data, request)
+        async with access.slot():
+            data = await file.read()
+            result = await service.transcribe(data, request)
         body = render(result, response_format, grains)
         if isinstance(body, dict):
             return JSONResponse(body)
@@ -95,6 +105,7 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
         summary="Transcribe audio (OpenAI compatible)",
     )
     async def transcriptions(
+        access: AccessDep,
         file: FormFile,
         model: FormModel = None,
         language: Annotated[str | None, Form(max_length=16)] = None,
@@ -104,6 +115,7 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
         timestamp_granularities: FormGranularities = None,
     ) -> Response:
         return await run(
+            access,
             "transcribe",
             file,
             model,
@@ -120,15 +132,23 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
         summary="Translate audio into English text (OpenAI compatible)",
     )
     async def translations(
+        access: AccessDep,
         file: FormFile,
         model: FormModel = None,
         prompt: FormPrompt = None,
         response_format: FormFormat = "json",
         temperature: FormTemperature = 0.0,
     ) -> Response:
-        return await run("translate", file, model, None, prompt, response_format, temperature, None)
+        return await run(
+            access, "translate", file, model, None, prompt, response_format, temperature, None
+        )
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get(
+        "/v1/models",
+        response_model=ModelList,
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(get_access)],
+    )
     async def list_models() -> ModelList:
         cards = []
         for ident, root in config.model_ids().items():
@@ -136,7 +156,12 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
             cards.append(ModelCard(id=ident, root=root, multilingual=info.get("multilingual")))
         return ModelList(data=cards)
 
-    @app.get("/v1/models/{model_id}", response_model=ModelCard, responses=ERROR_RESPONSES)
+    @app.get(
+        "/v1/models/{model_id}",
+        response_model=ModelCard,
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(get_access)],
+    )
     async def get_model(model_id: str) -> ModelCard:
         model = service.resolve_model(model_id)
         info = await _cached_info(service, model.name)
@@ -167,6 +192,18 @@ async def _cached_info(service: TranscriptionService, name: str) -> dict[str, An
         return await asyncio.wait_for(service.model_info(name), timeout=2)
     except (TimeoutError, ServiceError):
         return {}
+
+
+def access_control(service: TranscriptionService, jobs: JobsFrontend | None) -> dict[str, Any]:
+    """AccessMiddleware arguments: keys are looked up in the job store, limits in Redis."""
+    config = service.config
+    store = jobs.store if jobs is not None else None
+    if config.auth.enabled and store is None:
+        store = open_job_store(config.storage.database_url, migrate=True)
+    return {
+        "authenticator": Authenticator(config.auth, config.rate_limit, store),
+        "limiter": RateLimiter(config.rate_limit, config.storage.redis_url),
+    }
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
@@ -220,6 +257,57 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(inner)
         logger.exception("unhandled error", exc_info=exc)
         return error_response(ServiceError("internal error; the failure was logged"))
+
+
+# Routes anyone may call (probes and docs); every other path needs a key when auth is on.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+
+
+class AccessMiddleware:
+    """Authenticates and rate-limits every non-public request from its headers alone.
+
+    Runs before the body is read, so a caller without a valid key cannot make the service
+    buffer an upload; the resulting `Access` is left in the scope for `get_access`.
+    """
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, limiter: RateLimiter) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _route_path(scope) in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self.authenticator.authenticate(_header(scope, b"authorization"))
+            await self.limiter.hit(principal)
+        except ServiceError as exc:
+            await _send_json(send, exc)
+            return
+        except Exception as exc:  # never a bare 500 from the gate: log and say "retry"
+            logger.exception("access check failed", exc_info=exc)
+            await _send_json(send, BackendUnavailable("access check unavailable; retry"))
+            return
+        scope.setdefault("state", {})["access"] = Access(principal, self.limiter)
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.rstrip("/") or "/"
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == wanted:
+            return value.decode("latin-1")
+    return None
 
 
 class UploadLimitMiddleware:
@@ -284,6 +372,7 @@ async def _send_json(send: Send, exc: ServiceError) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
             ],
         }
     )

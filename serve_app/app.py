@@ -30,8 +30,14 @@ def transcriber_options(model: ModelConfig) -> dict[str, Any]:
     return options
 
 
-def build_app(args: AppConfig) -> Application:
-    """One Transcriber deployment per configured model, behind one Ingress."""
+def build_app(args: AppConfig | dict[str, Any]) -> Application:
+    """One Transcriber deployment per configured model, behind one Ingress.
+
+    `serve run/deploy serve_config.yaml` passes the raw `args:` dict: with postponed
+    annotations Serve cannot see the AppConfig type to validate it, so it is done here.
+    """
+    if not isinstance(args, AppConfig):
+        args = AppConfig.model_validate(args)
     transcribers = {
         model.name: Transcriber.options(**transcriber_options(model)).bind(
             model, str(args.cache_path), args.storage.s3
@@ -40,6 +46,9 @@ def build_app(args: AppConfig) -> Application:
     }
     return Ingress.options(
         num_replicas=args.ingress.num_replicas,
-        ray_actor_options={"num_cpus": args.ingress.num_cpus},
+        ray_actor_options={
+            "num_cpus": args.ingress.num_cpus,
+            "resources": dict(args.ingress.resources),
+        },
         max_ongoing_requests=args.ingress.max_ongoing_requests,
     ).bind(args, transcribers)

@@ -1,4 +1,4 @@
-"""`whisper-serve` command line: submit jobs and follow them with progress bars."""
+"""`whisper-serve` command line: submit jobs and follow them with progress bars; manage keys."""
 
 from __future__ import annotations
 
@@ -37,7 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     cancel = commands.add_parser("cancel", help="cancel jobs")
     cancel.add_argument("job_ids", nargs="+")
 
+    keys = commands.add_parser("keys", help="admin: API keys, straight in the job store")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+    for name, help_text in (
+        ("create", "create a key (the plaintext is printed once, only its hash is stored)"),
+        ("list", "list a tenant's keys (never the plaintext)"),
+        ("revoke", "revoke a key by id"),
+    ):
+        sub = key_commands.add_parser(name, help=help_text)
+        sub.add_argument("--database-url", required=True, help="storage.database_url")
+        sub.add_argument("--tenant", required=True, help="the tenant the key acts for")
+        if name == "create":
+            sub.add_argument("--name", default="default", help="label, e.g. 'ci' or 'alice'")
+        if name == "revoke":
+            sub.add_argument("key_id")
+
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return _keys(args)
     with JobsClient(args.url, api_key=args.api_key) as client:
         try:
             if args.command == "transcribe":
@@ -53,6 +70,29 @@ def main(argv: list[str] | None = None) -> int:
         except JobError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from serve_app.auth import create_key
+    from serve_app.stores import open_job_store
+
+    with open_job_store(args.database_url, migrate=True) as store:
+        if args.key_command == "create":
+            key, row = create_key(store, args.tenant, args.name)
+            print(f"id: {row.id}  tenant: {row.tenant}  name: {row.name}", file=sys.stderr)
+            print("store this key now; it cannot be shown again:", file=sys.stderr)
+            print(key)
+            return 0
+        if args.key_command == "revoke":
+            if not store.revoke_api_key(args.key_id, args.tenant):
+                print(f"error: no active key {args.key_id} for that tenant", file=sys.stderr)
+                return 2
+            print(f"revoked {args.key_id}")
+            return 0
+        for row in store.list_api_keys(args.tenant):
+            state = f"revoked {row.revoked_at.isoformat()}" if row.revoked_at else "active"
+            print(f"{row.id}  {row.name:<16}  {row.created_at.isoformat()}  {state}")
+        return 0
 
 
 def _transcribe(client: JobsClient, args: argparse.Namespace) -> int:

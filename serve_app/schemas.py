@@ -73,10 +73,13 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         400: "Bad parameters or empty file",
-        404: "Not found",
+        401: "Missing or invalid API key (when auth is on)",
+        404: "Not found (also another tenant's job)",
+        409: "Conflict (idempotency key reused, or no result yet)",
         413: "Upload or audio too large",
         415: "Not an audio file",
         422: "Audio could not be decoded",
+        429: "Rate limit or concurrency quota exceeded; see Retry-After",
         503: "Overloaded or a backend is down",
     }.items()
 }

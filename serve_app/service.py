@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 from ray.exceptions import RayActorError
 
-from serve_app.audio import SAMPLE_RATE, ChunkPlan, decode_audio, plan_chunks, restore_timestamps
+from serve_app.audio import SAMPLE_RATE, ChunkPlan, DecoderPool, plan_chunks, restore_timestamps
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.engine import check_options
 from serve_app.errors import (
@@ -70,6 +70,10 @@ class TranscriptionService:
         self.config = config
         self._handles = dict(transcribers)
         self._info: dict[str, dict[str, Any]] = {}
+        # Untrusted bytes are decoded in bounded child processes, started on first use.
+        self._decoder = DecoderPool(
+            config.limits.decode_workers, config.limits.decode_max_memory_mb
+        )
 
     def resolve_model(self, requested: str | None) -> ModelConfig:
         model = self.config.resolve_model(requested)
@@ -228,14 +232,10 @@ class TranscriptionService:
             return _validate_array(audio, limits.max_audio_duration_s)
         if not isinstance(audio, bytes | bytearray | memoryview):
             raise BadRequest("audio must be bytes (an encoded file) or a 16 kHz float32 array")
-        decoded = await asyncio.wait_for(
-            asyncio.to_thread(
-                decode_audio,
-                bytes(audio),
-                max_duration_s=limits.max_audio_duration_s,
-                timeout_s=limits.decode_timeout_s,
-            ),
-            timeout=limits.decode_timeout_s + 5,
+        decoded = await self._decoder.decode(
+            bytes(audio),
+            max_duration_s=limits.max_audio_duration_s,
+            timeout_s=limits.decode_timeout_s,
         )
         return decoded.samples
 

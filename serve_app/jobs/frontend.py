@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from serve_app.errors import (
 from serve_app.formats import render
 from serve_app.jobs.tracker import job_summary
 from serve_app.netguard import check_url, fetch
+from serve_app.ratelimit import rate_limited
 from serve_app.results import TranscribeRequest, TranscriptionResult
 from serve_app.service import TranscriptionService
 from serve_app.stores import S3Settings, open_blob_store, open_job_store
@@ -38,6 +40,8 @@ from serve_app.stores.models import Job, JobStatus, NewJob, options_hash
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
+# Job ids are generated hex; anything else cannot name a job (and Postgres refuses NULs).
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass
@@ -53,6 +57,7 @@ class JobSubmission:
     webhook_url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    max_active_jobs: int | None = None  # the key's quota of queued + running jobs
 
 
 class JobsFrontend:
@@ -73,8 +78,13 @@ class JobsFrontend:
         jobs = self.config.jobs
         if sub.webhook_url:
             await asyncio.to_thread(
-                check_url, sub.webhook_url, allow_private=jobs.allow_private_urls
+                check_url,
+                sub.webhook_url,
+                allow_private=jobs.allow_private_urls,
+                allowlist=jobs.url_allowlist,
             )
+        if sub.max_active_jobs is not None:
+            await self._check_active_quota(sub.tenant, sub.max_active_jobs)
         audio = await self._audio(sub)
         sha = hashlib.sha256(audio).hexdigest()
         options = job_options(sub.request)
@@ -87,23 +97,11 @@ class JobsFrontend:
             "metadata": sub.metadata,
         }
         request_hash = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
-        if sub.idempotency_key is None:
-            done = await self._store(
-                self.store.find_succeeded_by_audio,
-                sub.tenant,
-                sha,
-                options_hash(model.name, options),
-            )
-            if done is not None:
-                return job_summary(done), False
-        audio_key = f"audio/{sha[:2]}/{sha}"
-        if not await self._store(self.blobs.exists, audio_key):
-            await self._store(self.blobs.put, audio_key, audio)
         new = NewJob(
             tenant=sub.tenant,
             model=model.name,
             options=options,
-            audio_key=audio_key,
+            audio_key=f"audio/{sha[:2]}/{sha}",
             audio_sha256=sha,
             idempotency_key=sub.idempotency_key,
             request_hash=request_hash,
@@ -112,12 +110,34 @@ class JobsFrontend:
             priority=sub.priority,
             max_attempts=jobs.max_attempts,
         )
-        job, created = await self._store(self.store.create_job, new)
+        # One thread hop for dedupe, audio object and row: submit latency is mostly these.
+        job, created = await self._store(self._persist, new, audio)
         if created:
             self.tracker.wake.remote()  # fire and forget: the poll would find it anyway
         return job_summary(job), created
 
+    def _persist(self, new: NewJob, audio: bytes) -> tuple[Job, bool]:
+        """Dedupe, then the audio object, then the row that points at it (blocking)."""
+        if new.idempotency_key is None and new.audio_sha256 is not None:
+            done = self.store.find_succeeded_by_audio(
+                new.tenant, new.audio_sha256, options_hash(new.model, new.options)
+            )
+            if done is not None:
+                return done, False
+        if new.audio_key and not self.blobs.exists(new.audio_key):
+            self.blobs.put(new.audio_key, audio)
+        return self.store.create_job(new)
+
+    async def _check_active_quota(self, tenant: str, quota: int) -> None:
+        # Counted, not reserved: two submissions racing at the edge may both pass.
+        active = 0
+        for status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            active += len(await self._store(self.store.list_jobs, tenant, status, quota, None))
+        if active >= quota:
+            raise rate_limited(f"{active} jobs are queued or running (quota {quota})", 5.0)
+
     async def get(self, tenant: str, job_id: str) -> Job:
+        _known_id(job_id)
         return await self._store(self.store.get_job, job_id, tenant)
 
     async def view(self, tenant: str, job_id: str) -> dict[str, Any]:
@@ -130,6 +150,8 @@ class JobsFrontend:
             wanted = JobStatus(status) if status else None
         except ValueError as exc:
             raise BadRequest(f"unknown status {status!r}") from exc
+        if after is not None:
+            _known_id(after)
         jobs = await self._store(self.store.list_jobs, tenant, wanted, limit + 1, after)
         page = jobs[:limit]
         return {
@@ -149,6 +171,7 @@ class JobsFrontend:
         return render(transcript, fmt, frozenset(grains))
 
     async def cancel(self, tenant: str, job_id: str) -> dict[str, Any]:
+        _known_id(job_id)
         job = await self._store(self.store.cancel_job, job_id, tenant)
         if job.status == JobStatus.CANCELLED:
             try:
@@ -220,6 +243,7 @@ class JobsFrontend:
                 max_bytes=limit,
                 timeout_s=jobs.url_fetch_timeout_s,
                 allow_private=jobs.allow_private_urls,
+                allowlist=jobs.url_allowlist,
             )
         elif sub.upload_id is not None:
             if not sub.upload_id.isalnum():
@@ -248,6 +272,11 @@ class JobsFrontend:
             raise Conflict("Idempotency-Key was already used with a different request") from exc
         except store_errors.StoreUnavailable as exc:
             raise BackendUnavailable(f"storage unavailable: {exc}") from exc
+
+
+def _known_id(job_id: str) -> None:
+    if not _JOB_ID_RE.match(job_id):
+        raise NotFound(f"job {job_id} not found")
 
 
 def job_options(request: TranscribeRequest) -> dict[str, Any]:

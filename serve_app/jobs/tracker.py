@@ -24,6 +24,7 @@ from serve_app.jobs.eventlog import JobEventLog
 from serve_app.jobs.runner import JobRunner, is_permanent
 from serve_app.jobs.webhooks import DeliveryAttempt, deliver
 from serve_app.netguard import check_url
+from serve_app.observability import JobMetrics
 from serve_app.service import TranscriptionService
 from serve_app.stores import S3Settings, open_blob_store, open_event_bus, open_job_store
 from serve_app.stores.models import Job, JobStatus, utcnow
@@ -49,6 +50,7 @@ class JobTracker:
         self.runner = JobRunner(self.service, self.store, self.blobs, self.worker_id)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.outcomes: dict[str, int] = {}
+        self.metrics = JobMetrics()
         self._wakeup = asyncio.Event()
         # Async actors run __init__ inside their event loop, so the loop can start here.
         self._loop_task = asyncio.get_running_loop().create_task(self._main())
@@ -184,6 +186,7 @@ class JobTracker:
 
     async def _terminal(self, job: Job, publish: Any) -> None:
         self.outcomes[job.status.value] = self.outcomes.get(job.status.value, 0) + 1
+        self.metrics.job_finished(job.model, job.status.value)
         publish("done", job_summary(job))
         if job.webhook_url:
             asyncio.get_running_loop().create_task(self._webhook(job))
@@ -192,6 +195,7 @@ class JobTracker:
         body = json.dumps({"type": f"job.{job.status.value}", "job": job_summary(job)}).encode()
 
         def record(attempt: DeliveryAttempt) -> None:
+            self.metrics.webhook_attempt(attempt.ok)
             try:
                 self.store.record_webhook_delivery(
                     job.id, attempt.attempt, attempt.status_code, attempt.ok, attempt.error
@@ -199,8 +203,12 @@ class JobTracker:
             except Exception:
                 logger.exception("could not record webhook delivery for %s", job.id)
 
-        def guard(url: str) -> None:
-            check_url(url, allow_private=self.jobs_config.allow_private_urls)
+        def guard(url: str) -> list[str]:
+            return check_url(
+                url,
+                allow_private=self.jobs_config.allow_private_urls,
+                allowlist=self.jobs_config.url_allowlist,
+            )
 
         await deliver(
             job.webhook_url or "",
@@ -261,5 +269,6 @@ def get_or_create_tracker(config: AppConfig, transcribers: dict[str, Any]) -> An
         max_restarts=-1,
         max_task_retries=-1,
         num_cpus=jobs.tracker_num_cpus,
+        resources=dict(jobs.tracker_resources),
         max_concurrency=1000,
     ).remote(config, transcribers)

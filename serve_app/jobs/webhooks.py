@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from serve_app.netguard import pinned_request
+
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Whisper-Signature"
@@ -68,20 +70,29 @@ async def deliver(
     timeout_s: float,
     on_attempt: Callable[[DeliveryAttempt], None],
     base_delay_s: float = 1.0,
-    check_url: Callable[[str], None] | None = None,
+    check_url: Callable[[str], list[str]] | None = None,
 ) -> bool:
-    """POST `body` until a 2xx answer or `attempts` run out; exponential backoff between."""
+    """POST `body` until a 2xx answer or `attempts` run out; exponential backoff between.
+
+    `check_url` vets the URL on every attempt and returns the addresses it approved; the
+    request then goes to the first of those, so DNS cannot be re-bound in between.
+    """
     headers = {"content-type": "application/json", "user-agent": "whisper-serve-webhook/1"}
     for attempt in range(1, attempts + 1):
         status: int | None = None
         error: str | None = None
         try:
-            if check_url is not None:
-                check_url(url)
+            addresses = check_url(url) if check_url is not None else []
             if secret:
                 headers[SIGNATURE_HEADER] = sign(secret, body)
             async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
-                response = await client.post(url, content=body, headers=headers)
+                if addresses:
+                    request = pinned_request(
+                        client, url, addresses[0], method="POST", content=body, headers=headers
+                    )
+                    response = await client.send(request)
+                else:
+                    response = await client.post(url, content=body, headers=headers)
             status = response.status_code
             ok = 200 <= status < 300
         except (httpx.HTTPError, ValueError) as exc:

@@ -6,7 +6,7 @@ from serve_app.config import PackingSettings
 from serve_app.packing import plan_windows, slot_cost, split_window, window_audio
 from serve_app.results import ChunkRequest, DecodeOptions
 
-SETTINGS = PackingSettings(max_clip_s=20, window_s=28, gap_s=1.0)
+SETTINGS = PackingSettings(max_clip_s=20, window_s=28, gap_s=1.0)  # not the defaults
 
 
 def clip(duration: float, tenant: str = "a", packable: bool = True, offset: float = 0.0):

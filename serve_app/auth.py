@@ -1,0 +1,209 @@
+"""API keys and tenants: `Authorization: Bearer ws_…` → `Principal(tenant, key_id, limits)`.
+
+Keys are random tokens shown once at creation; the job store keeps only their SHA-256.
+A request is authenticated from its headers alone (in `serve_app.api.AccessMiddleware`),
+before any body is read, and every job, upload and result is scoped to the tenant found here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serve_app.config import AuthConfig, RateLimitConfig, RateLimitSettings
+from serve_app.errors import BackendUnavailable, Unauthorized
+from serve_app.stores import errors as store_errors
+from serve_app.stores.job_store import JobStore
+from serve_app.stores.models import ApiKey
+
+KEY_PREFIX = "ws_"
+# Longer tokens are refused before hashing: nothing we issue is that long.
+_MAX_TOKEN_CHARS = 256
+_MAX_CACHED_KEYS = 10_000
+ANONYMOUS_KEY_ID = "anonymous"
+# One message for a missing, malformed, unknown or revoked key: no oracle for key states.
+UNAUTHORIZED_MESSAGE = "missing or invalid API key"
+
+
+def generate_key() -> str:
+    """A new random key (256 bits): `ws_` + URL-safe base64."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """What the job store keeps: the hex SHA-256 of the key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(store: JobStore, tenant: str, name: str) -> tuple[str, ApiKey]:
+    """Create and store a key; returns the plaintext (shown once, never stored) and its row."""
+    key = generate_key()
+    return key, store.create_api_key(tenant, hash_key(key), name)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant that owns their data, the key used and its limits."""
+
+    tenant: str
+    key_id: str
+    key_name: str
+    limits: RateLimitSettings
+
+
+def unauthorized() -> Unauthorized:
+    return Unauthorized(UNAUTHORIZED_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+
+
+@dataclass
+class _Cached:
+    key: ApiKey
+    expires: float
+
+
+@dataclass
+class Authenticator:
+    """Verifies Bearer tokens against the hashed keys in the job store.
+
+    With `config.enabled` False every request is the anonymous principal of
+    `config.default_tenant`. Verified keys are cached per replica for `key_cache_s`.
+    """
+
+    config: AuthConfig
+    limits: RateLimitConfig
+    store: JobStore | None = None
+    clock: Callable[[], float] = time.monotonic
+    _cache: dict[str, _Cached] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.config.enabled and self.store is None:
+            raise ValueError("auth.enabled needs a job store to look keys up in")
+
+    def anonymous(self) -> Principal:
+        tenant = self.config.default_tenant
+        return Principal(
+            tenant=tenant,
+            key_id=ANONYMOUS_KEY_ID,
+            key_name=ANONYMOUS_KEY_ID,
+            limits=self.limits.limits_for(ANONYMOUS_KEY_ID, ANONYMOUS_KEY_ID, tenant),
+        )
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal for an `Authorization` header value; raises Unauthorized (401)."""
+        if not self.config.enabled:
+            return self.anonymous()
+        token = _bearer_token(authorization)
+        if token is None:
+            raise unauthorized()
+        digest = hash_key(token)
+        key = self._cached(digest)
+        if key is None:
+            key = await asyncio.to_thread(self._lookup, digest)
+            if key is None:
+                raise unauthorized()
+            self._remember(digest, key)
+        return Principal(
+            tenant=key.tenant,
+            key_id=key.id,
+            key_name=key.name,
+            limits=self.limits.limits_for(key.id, key.name, key.tenant),
+        )
+
+    def _lookup(self, digest: str) -> ApiKey | None:
+        assert self.store is not None
+        try:
+            key = self.store.get_api_key_by_hash(digest)
+        except store_errors.StoreError as exc:
+            raise BackendUnavailable("the key store is unavailable; retry") from exc
+        # The index lookup found the row by hash; compare again in constant time so the
+        # decision never depends on how many leading characters matched.
+        if key is None or not hmac.compare_digest(key.key_sha256, digest):
+            return None
+        return key
+
+    def _cached(self, digest: str) -> ApiKey | None:
+        entry = self._cache.get(digest)
+        if entry is None:
+            return None
+        if entry.expires <= self.clock() or not hmac.compare_digest(entry.key.key_sha256, digest):
+            self._cache.pop(digest, None)
+            return None
+        return entry.key
+
+    def _remember(self, digest: str, key: ApiKey) -> None:
+        if self.config.key_cache_s <= 0:
+            return
+        if len(self._cache) >= _MAX_CACHED_KEYS:
+            self._cache.clear()  # rare; a refill costs one lookup per active key
+        self._cache[digest] = _Cached(key, self.clock() + self.config.key_cache_s)
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN_CHARS:
+        return None
+    return token
+
+
+# ---- request-side access ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a route handler gets: the principal, and the limiter for its concurrency slot."""
+
+    principal: Principal
+    limiter: Any = None  # serve_app.ratelimit.RateLimiter; Any avoids an import cycle
+
+    @property
+    def tenant(self) -> str:
+        return self.principal.tenant
+
+    @property
+    def max_active_jobs(self) -> int | None:
+        enabled = self.limiter is not None and self.limiter.enabled
+        return self.principal.limits.max_active_jobs if enabled else None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the key's concurrency slots (429 when all are taken)."""
+        if self.limiter is None:
+            yield
+            return
+        async with self.limiter.slot(self.principal):
+            yield
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `whisper-serve keys create`.")
+_FALLBACK = Access(
+    Principal("default", ANONYMOUS_KEY_ID, ANONYMOUS_KEY_ID, RateLimitSettings()), None
+)
+
+
+def get_access(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> Access:
+    """FastAPI dependency: the `Access` that AccessMiddleware attached to the request.
+
+    The bearer parameter only documents the scheme in OpenAPI; the middleware already checked
+    the header. Routers mounted without the middleware (unit tests) see the default tenant.
+    """
+    access = request.scope.get("state", {}).get("access")
+    return access if isinstance(access, Access) else _FALLBACK
+
+
+AccessDep = Annotated[Access, Depends(get_access)]

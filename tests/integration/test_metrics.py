@@ -1,0 +1,197 @@
+"""GET /metrics after real traffic: batching, RTF, requests, job outcomes and webhooks."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import transcribe
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "tiny.en"
+
+
+@pytest.fixture(scope="module")
+def metrics_app(ray_instance: dict, model_cache: Path, tmp_path_factory) -> Iterator[dict]:
+    """A jobs-enabled tiny.en app of its own, so its series can be told apart by label."""
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.config import AppConfig
+
+    root = tmp_path_factory.mktemp("metrics-app")
+    name = f"metrics-{uuid.uuid4().hex[:6]}"
+    config = AppConfig.model_validate(
+        {
+            "default_model": MODEL,
+            "model_cache_dir": str(model_cache),
+            "ingress": {"num_cpus": 0.1},
+            "storage": {"database_url": f"sqlite:///{root}/jobs.db", "blob_url": f"file://{root}"},
+            "jobs": {
+                "tracker_name": f"tracker-{name}",
+                "tracker_num_cpus": 0.05,
+                "poll_interval_s": 0.5,
+                "webhook_secret": "s3cret",
+                "webhook_attempts": 3,
+                "allow_private_urls": True,  # the webhook receiver below is on loopback
+            },
+            "models": [
+                {
+                    "name": MODEL,
+                    "num_cpus": 0.2,
+                    "cpu_threads": 2,
+                    "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.3},
+                }
+            ],
+        }
+    )
+    serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+    try:
+        yield {"name": name, "url": f"{ray_instance['http_url']}/{name}", "config": config}
+    finally:
+        serve.delete(name)
+        _kill_tracker(config)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[dict[str, Any]]:
+    """Loopback receiver that answers 500 to the first POST and 204 afterwards."""
+    state: dict[str, Any] = {"posts": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return None
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state["posts"] += 1
+            self.send_response(500 if state["posts"] == 1 else 204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_metrics_endpoint_shows_batching_rtf_requests_jobs_and_webhooks(
+    metrics_app, webhook_receiver, data_dir
+):
+    app = metrics_app["name"]
+    clips = ["hello.wav", "train.wav", "weather.wav", "numbers.wav", "kitchen.wav", "hello.wav"]
+    with httpx.Client(base_url=metrics_app["url"], timeout=300) as client:
+        # Concurrent requests, so the Transcriber has several chunks to batch together.
+        with ThreadPoolExecutor(len(clips)) as pool:
+            replies = list(pool.map(lambda c: transcribe(client, data_dir / c), clips))
+        assert [r.status_code for r in replies] == [200] * len(clips)
+        assert transcribe(client, data_dir / "hello.wav", model="nope").status_code == 400
+
+        with (data_dir / "hello.wav").open("rb") as audio:
+            job = client.post(
+                "/v1/jobs",
+                files={"file": ("hello.wav", audio)},
+                data={"webhook_url": webhook_receiver["url"]},
+            )
+        assert job.status_code == 202, job.text
+        _wait_for_job(client, job.json()["id"])
+
+        # Ray's agents export every few seconds: poll until every figure has arrived.
+        deadline = time.monotonic() + 120
+        checks: dict[str, bool] = {}
+        while time.monotonic() < deadline:
+            response = client.get("/metrics")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain")
+            samples = _parse(response.text)
+            checks = _checks(samples, app)
+            if all(checks.values()):
+                break
+            time.sleep(2)
+    assert all(checks.values()), checks
+    assert webhook_receiver["posts"] >= 2  # one refused, one delivered
+
+
+def _checks(samples: list[tuple[str, dict[str, str], float]], app: str) -> dict[str, bool]:
+    def total(name: str, **labels: str) -> float:
+        return sum(
+            value
+            for sample, tags, value in samples
+            if sample == name and all(tags.get(k) == v for k, v in labels.items())
+        )
+
+    ours = {"application": app, "model": MODEL}
+    route = "/v1/audio/transcriptions"
+    return {
+        "batch size count": total("ray_whisper_batch_size_count", **ours) > 0,
+        "batch size sum": total("ray_whisper_batch_size_sum", **ours) > 0,
+        "rtf count": total("ray_whisper_batch_rtf_count", **ours) > 0,
+        "rtf sum": total("ray_whisper_batch_rtf_sum", **ours) > 0,
+        "audio seconds": total("ray_whisper_audio_seconds_total", **ours) > 0,
+        "queue wait": total("ray_whisper_chunk_queue_wait_seconds_count", **ours) > 0,
+        "queue depth": any(s == "ray_whisper_queue_depth" for s, _, _ in samples),
+        "requests 200": total(
+            "ray_whisper_http_requests_total", application=app, route=route, status="200"
+        )
+        >= 6,
+        "requests by model": total(
+            "ray_whisper_http_requests_total", application=app, route=route, model=MODEL
+        )
+        >= 6,
+        "requests 400": total(
+            "ray_whisper_http_requests_total", application=app, model="unknown", status="400"
+        )
+        >= 1,
+        "request latency": total("ray_whisper_http_request_seconds_count", application=app) > 0,
+        "job outcome": total("ray_whisper_jobs_finished_total", model=MODEL, status="succeeded")
+        >= 1,
+        "webhook ok": total("ray_whisper_webhook_deliveries_total", outcome="ok") >= 1,
+        "webhook failed": total("ray_whisper_webhook_deliveries_total", outcome="failed") >= 1,
+        "serve metrics": any(s.startswith("ray_serve_") for s, _, _ in samples),
+    }
+
+
+def _parse(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Parse strictly with prometheus_client: the endpoint must be valid exposition text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def _wait_for_job(client: httpx.Client, job_id: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    status = "?"
+    while time.monotonic() < deadline:
+        status = client.get(f"/v1/jobs/{job_id}").json()["status"]
+        if status == "succeeded":
+            return
+        assert status not in ("failed", "cancelled"), status
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {status} after {timeout}s")
+
+
+def _kill_tracker(config: Any) -> None:
+    import ray
+
+    try:
+        actor = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
+    except ValueError:
+        return
+    ray.kill(actor, no_restart=True)

@@ -1,0 +1,96 @@
+"""Request metrics labels (route template, model from the body, status) and the /metrics merge."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, UploadFile
+from fastapi.testclient import TestClient
+
+from serve_app.config import AppConfig
+from serve_app.observability import ModelSniffer, RequestMetricsMiddleware, merge_exposition
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, int]] = []
+
+    def observe(self, route: str, method: str, model: str, status: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.calls.append((route, method, model, status))
+
+
+def _client() -> tuple[TestClient, Recorded]:
+    config = AppConfig.model_validate(
+        {"models": [{"name": "tiny.en", "aliases": ["whisper-1"]}, {"name": "base"}]}
+    )
+    app = FastAPI()
+    recorder = Recorded()
+    app.add_middleware(RequestMetricsMiddleware, config=config, recorder=recorder)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcribe(
+        file: Annotated[UploadFile, File()], model: Annotated[str | None, Form()] = None
+    ) -> dict:
+        return {"size": len(await file.read())}
+
+    @app.post("/v1/jobs")
+    async def jobs(body: dict) -> dict:
+        return body
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job(job_id: str) -> dict:
+        return {"id": job_id}
+
+    return TestClient(app), recorder
+
+
+def test_labels_use_route_templates_and_canonical_models():
+    client, recorder = _client()
+    files = {"file": ("a.wav", b"x" * 200_000)}
+    assert client.post("/v1/audio/transcriptions", files=files, data={"model": "base"}).is_success
+    client.post("/v1/audio/transcriptions", files=files, data={"model": "whisper-1"})
+    client.post("/v1/audio/transcriptions", files=files)  # no model: the default one
+    client.post("/v1/audio/transcriptions", files=files, data={"model": "nope"})
+    client.post("/v1/jobs", json={"url": "http://x/a.wav", "model": "base"})
+    client.get("/v1/jobs/abc123")
+    client.get("/not/a/route")
+    assert recorder.calls == [
+        ("/v1/audio/transcriptions", "POST", "base", 200),
+        ("/v1/audio/transcriptions", "POST", "tiny.en", 200),
+        ("/v1/audio/transcriptions", "POST", "tiny.en", 200),
+        ("/v1/audio/transcriptions", "POST", "unknown", 200),
+        ("/v1/jobs", "POST", "base", 200),
+        ("/v1/jobs/{job_id}", "GET", "-", 200),
+        ("unmatched", "GET", "-", 404),
+    ]
+
+
+def test_model_field_split_across_body_chunks_is_found():
+    body = b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nbase\r\n--b--\r\n'
+    for cut in range(1, len(body)):
+        sniffer = ModelSniffer("multipart/form-data; boundary=b")
+        sniffer.feed(body[:cut])
+        sniffer.feed(body[cut:])
+        assert sniffer.value == "base", cut
+
+
+def test_merge_keeps_one_header_per_family_and_only_exported_prefixes():
+    node_a = (
+        "# HELP ray_whisper_batch_size Chunks.\n# TYPE ray_whisper_batch_size histogram\n"
+        'ray_whisper_batch_size_bucket{le="1",model="tiny.en"} 1.0\n'
+        'ray_whisper_batch_size_count{model="tiny.en"} 1.0\n'
+        "# HELP ray_node_cpu_count CPUs.\n# TYPE ray_node_cpu_count gauge\nray_node_cpu_count 2.0\n"
+    )
+    node_b = (
+        "# HELP ray_whisper_batch_size Chunks.\n# TYPE ray_whisper_batch_size histogram\n"
+        'ray_whisper_batch_size_count{model="base"} 3.0\n'
+        "# HELP ray_serve_num_http_requests_total Requests.\n"
+        "# TYPE ray_serve_num_http_requests_total counter\n"
+        'ray_serve_num_http_requests_total{route="/"} 4.0\n'
+    )
+    merged = merge_exposition([node_a, node_b]).splitlines()
+    assert merged.count("# TYPE ray_whisper_batch_size histogram") == 1
+    assert 'ray_whisper_batch_size_count{model="base"} 3.0' in merged
+    assert 'ray_serve_num_http_requests_total{route="/"} 4.0' in merged
+    assert not any("ray_node_cpu_count" in line for line in merged)
