@@ -165,7 +165,10 @@ def serve_api(dashboard: str, timeout_s: float) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
-            body = httpx.get(f"{dashboard}/api/serve/applications/", timeout=10).json()
+            response = httpx.get(f"{dashboard}/api/serve/applications/", timeout=10)
+            if response.status_code in (401, 403):
+                raise RuntimeError(f"dashboard refused the request: {response.text[:200]}")
+            body = response.json()
         except (httpx.HTTPError, ValueError):
             time.sleep(1)
             continue
@@ -267,11 +270,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard-serve.png")
     parser.add_argument("--cache-dir", default="~/.cache/whisper-serve/models")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-    parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
 
-    # Loopback-only throwaway cluster: no token to paste into the browser's login form.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # A loopback-only throwaway cluster: no token to paste into the browser's login form.
+    # Forced, not defaulted: a parent that ran ray.init() exported RAY_AUTH_MODE=token.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     temp_dir = Path(tempfile.mkdtemp(prefix="rdash-"))
     report: dict[str, Any] = {}
     try:

@@ -127,7 +127,6 @@ def run(cache_dir: str, audio_dir: Path, temp_dir: Path) -> dict[str, Any]:
             },
             "ingress": serve.get_app_handle(APP_NAME).describe.remote().result(),
             "transcribers": {model: transcriber_describe(model) for model in GPU_SHARES},
-            "actors": actor_nodes(["JobTracker", "ServeController", "ProxyActor"]),
         }
         with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=300) as client:
             texts = {}
@@ -141,6 +140,8 @@ def run(cache_dir: str, audio_dir: Path, temp_dir: Path) -> dict[str, Any]:
                 texts[model] = response.json().get("text") if response.is_success else None
             report["texts"] = texts
             report["job"] = run_job(client, audio_dir / "weather.wav")
+            # After the job: the Ingress creates the tracker without waiting for it.
+            report["actors"] = actor_nodes(["JobTracker", "ServeController", "ProxyActor"])
             scrape = client.get("/metrics")
             report["metrics"] = {
                 "status": scrape.status_code,
@@ -180,7 +181,8 @@ def main() -> int:
     # Short path (unix socket names are limited to ~107 bytes) of our own.
     temp_dir = Path(tempfile.mkdtemp(prefix="rmn-", dir="/tmp"))
     os.environ["RAY_TMPDIR"] = str(temp_dir)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback-only throwaway cluster
+    # A throwaway test cluster; forced because a parent that ran ray.init() exported "token".
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
         report = run(args.cache_dir, args.audio_dir, temp_dir)
     finally:
