@@ -33,6 +33,7 @@ from faster_whisper.vad import (
 
 from serve_app.errors import (
     AudioTooLong,
+    DecoderFailed,
     EmptyFile,
     ServiceError,
     UndecodableAudio,
@@ -231,7 +232,7 @@ class DecoderPool:
                     timeout=timeout_s + _KILL_GRACE_S,
                 )
             except TimeoutError:
-                raise UndecodableAudio(f"decoding took longer than {timeout_s:.0f} s") from None
+                raise DecoderFailed(f"decoding took longer than {timeout_s:.0f} s") from None
             finally:
                 # Reuse only a child that finished the exchange; kill one stopped mid-way.
                 if worker.reusable:
@@ -266,7 +267,7 @@ class _DecodeWorker:
             _write_frame(self.proc.stdin, {"max_s": max_duration_s, "timeout_s": timeout_s}, data)
             header, payload = _read_frame(self.proc.stdout, limit)
         except (OSError, EOFError, ValueError) as exc:
-            raise UndecodableAudio("the audio decoder crashed on this file") from exc
+            raise DecoderFailed("the audio decoder crashed on this file") from exc
         self.reusable = True
         declared = header.get("declared")
         if header.get("ok") is True and len(payload) % 4 == 0:

@@ -73,6 +73,12 @@ class UndecodableAudio(ServiceError):
     status, code = 422, "undecodable_audio"
 
 
+class DecoderFailed(UndecodableAudio):
+    """The sandboxed decoder crashed or ran out of time: bad input, or an overloaded host."""
+
+    code = "decoder_failed"
+
+
 class RateLimited(ServiceError):
     status, code = 429, "rate_limited"
 

@@ -35,7 +35,8 @@ def test_quick_benchmark_against_deployed_app(whisper_app, tmp_path):
 
     data = json.loads((tmp_path / "latest.json").read_text())
     assert data == json.loads(json.dumps(results))
-    assert set(data) == {"meta", "models", "jobs", "targets"}
+    assert set(data) == {"meta", "models", "jobs", "packing", "targets"}
+    assert data["packing"]["packed"]["windows"] < data["packing"]["one_window_per_clip"]["windows"]
     assert data["meta"]["mode"] == "quick"
     assert "attached" in data["meta"]["service"]
 

@@ -68,7 +68,7 @@ def main() -> int:
     for _ in range(args.jobs):
         response = client.post(
             "/v1/jobs",
-            files={"file": ("a.flac", audio)},
+            files={"file": ("audio.wav", audio)},
             headers={"Idempotency-Key": uuid.uuid4().hex},
         )
         response.raise_for_status()

@@ -14,8 +14,26 @@ from tests.integration.jobs.conftest import jobs_app_config, real_storage
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_every_job_finishes_after_a_full_ray_restart(request, model_cache, data_dir):
+def _long_audio(data_dir: Path, path: Path, repeats: int) -> Path:
+    """Several copies of the story: many chunks per job, so jobs are mid-way at the stop."""
+    import wave
+
+    import numpy as np
+
+    from serve_app.audio import decode_audio
+
+    samples = decode_audio((data_dir / "story.flac").read_bytes(), max_duration_s=600).samples
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes((np.tile(samples, repeats) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def test_every_job_finishes_after_a_full_ray_restart(request, model_cache, data_dir, tmp_path):
     storage = real_storage(request)
+    audio = _long_audio(data_dir, tmp_path / "long.wav", repeats=3)
     config = jobs_app_config(model_cache, "real", storage, "restart")
     script = Path(__file__).with_name("restart_scenario.py")
     completed = subprocess.run(
@@ -25,9 +43,9 @@ def test_every_job_finishes_after_a_full_ray_restart(request, model_cache, data_
             "--config",
             config.model_dump_json(),
             "--audio",
-            str(data_dir / "story.flac"),
+            str(audio),
             "--jobs",
-            "4",
+            "6",
         ],
         capture_output=True,
         text=True,
@@ -36,6 +54,6 @@ def test_every_job_finishes_after_a_full_ray_restart(request, model_cache, data_
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert any(s in ("queued", "running") for s in report["before"].values()), report
-    assert set(report["final"].values()) == {"succeeded"}, report
+    assert any(s in ("queued", "running") for s in report["before"].values()), report["before"]
+    assert set(report["final"].values()) == {"succeeded"}, report["final"]
     assert all("village" in (t or "").lower() for t in report["texts"])

@@ -51,7 +51,8 @@ def test_tracker_killed_midway_loses_nothing_and_recomputes_nothing(real_jobs_ap
     before = sum(len(c) for c in _checkpoints(app, ids).values())
 
     jobs = [app.wait(job_id, timeout=300) for job_id in ids]
-    assert [j["status"] for j in jobs] == ["succeeded"] * 20
+    errors = [(j["attempts"], j["error"]) for j in jobs if j["status"] != "succeeded"]
+    assert not errors, errors
     stats = ray.get(app.tracker().stats.remote())
     assert stats["worker_id"] != old_worker
     total = sum(j["total_chunks"] for j in jobs)
