@@ -95,7 +95,8 @@ def _run_all(handle, clips: list[bytes], tenants: list[str], pack: bool) -> list
 
 
 def _distinctive(i: int) -> set[str]:
-    mine = set(re.findall(r"[a-z]{5,}", SENTENCES[i].lower()))
+    # Long, rare words only: a common short word (e.g. "about") can be a plain mishearing.
+    mine = set(re.findall(r"[a-z]{7,}", SENTENCES[i].lower()))
     others = {
         w for j, s in enumerate(SENTENCES) if j != i for w in re.findall(r"[a-z]+", s.lower())
     }
