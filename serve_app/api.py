@@ -39,6 +39,10 @@ FormPrompt = Annotated[str | None, Form(max_length=2000)]
 FormFormat = Annotated[ResponseFormat, Form()]
 FormTemperature = Annotated[float, Form(ge=0.0, le=1.0)]
 FormGranularities = Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")]
+FormPack = Annotated[
+    bool,
+    Form(description="Let short chunks share a 30 s window with this tenant's other chunks."),
+]
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -76,6 +80,7 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
         response_format: str,
         temperature: float,
         granularities: list[str] | None,
+        pack: bool,
     ) -> Response:
         grains = frozenset(granularities or [])
         if grains and response_format != "verbose_json":
@@ -89,6 +94,7 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
             word_timestamps="word" in grains,
             segment_timestamps=response_format in ("srt", "vtt", "verbose_json"),
             tenant=access.tenant,
+            pack=pack,
         )
         service.resolve_model(request.model)  # fail fast before reading a large body
         async with access.slot():
@@ -113,6 +119,7 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
         response_format: FormFormat = "json",
         temperature: FormTemperature = 0.0,
         timestamp_granularities: FormGranularities = None,
+        pack: FormPack = True,
     ) -> Response:
         return await run(
             access,
@@ -124,6 +131,7 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
             response_format,
             temperature,
             timestamp_granularities,
+            pack,
         )
 
     @app.post(
@@ -138,9 +146,19 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
         prompt: FormPrompt = None,
         response_format: FormFormat = "json",
         temperature: FormTemperature = 0.0,
+        pack: FormPack = True,
     ) -> Response:
         return await run(
-            access, "translate", file, model, None, prompt, response_format, temperature, None
+            access,
+            "translate",
+            file,
+            model,
+            None,
+            prompt,
+            response_format,
+            temperature,
+            None,
+            pack,
         )
 
     @app.get(

@@ -20,8 +20,9 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
 from serve_app.errors import BadRequest
-from serve_app.packing import Window, split_window, window_audio
+from serve_app.packing import Window, clip_segments, window_features
 from serve_app.results import ChunkRequest, DecodeOptions, LanguageGuess, Segment, Word
+from serve_app.window_decode import decode_packed, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class WhisperEngine:
         self.pipeline = BatchedInferencePipeline(self.model)
         self.device = device
         self.compute_type = compute_type
+        self._silent_encoding: np.ndarray | None = None
 
     @property
     def multilingual(self) -> bool:
@@ -124,47 +126,72 @@ class WhisperEngine:
     ) -> list[list[Segment]]:
         """Decode windows (single chunks or packed clips) in batches of `max_batch`.
 
-        Returns segments per item, in item order. Packed windows need word timings to split
-        the words back to their clips, so a batch with one decodes all with timings (the
-        text of unpacked chunks does not change: alignment runs after generation).
+        Returns segments per item, in item order. Single chunks go through the pipeline's
+        own `forward`, so they equal a direct pipeline run; packed windows are decoded one
+        row per clip over a shared encoding (`serve_app.window_decode`).
         """
-        if any(item.options != items[0].options for item in items):
+        opts = items[0].options
+        if any(item.options != opts for item in items):
             raise ValueError("a batch must share one set of decode options")
+        tokenizer = Tokenizer(
+            self.model.hf_tokenizer, self.multilingual, task=opts.task, language=opts.language
+        )
         out: list[list[Segment]] = [[] for _ in items]
         for first in range(0, len(windows), max_batch):
             group = windows[first : first + max_batch]
-            opts = items[group[0].items[0]].options
-            want_words = opts.word_timestamps or any(w.packed for w in group)
-            run_opts = replace(opts, word_timestamps=want_words)
-            tokenizer = Tokenizer(
-                self.model.hf_tokenizer, self.multilingual, task=opts.task, language=opts.language
-            )
-            options = self._transcription_options(run_opts, tokenizer)
-            audios, metadata = [], []
-            for window in group:
-                if window.packed:
-                    audio = window_audio(window, items)
-                    metadata.append({"offset": 0.0, "duration": audio.shape[0] / 16000})
-                else:
-                    item = items[window.items[0]]
-                    audio = item.audio
-                    metadata.append({"offset": item.offset, "duration": item.duration})
-                audios.append(audio)
-            features = np.stack([pad_or_trim(self.features(a)) for a in audios])
-            self.pipeline.last_speech_timestamp = 0.0
-            outputs = self.pipeline.forward(features, tokenizer, metadata, options)
-            for window, output in zip(group, outputs, strict=True):
-                if window.packed:
-                    split = split_window(output, window, items, gap_s, opts.word_timestamps)
-                    for index, segments in zip(window.items, split, strict=True):
-                        out[index] = segments
-                else:
-                    segments = self._segments(output, run_opts)
-                    if not opts.word_timestamps:
-                        for segment in segments:
-                            segment.words = None
-                    out[window.items[0]] = segments
+            singles = [w for w in group if not w.packed]
+            if singles:
+                self._decode_singles(items, singles, tokenizer, out)
+            packed = [w for w in group if w.packed]
+            if packed:
+                self._decode_packed(items, packed, tokenizer, gap_s, out)
         return out
+
+    def _decode_singles(
+        self,
+        items: Sequence[ChunkRequest],
+        windows: Sequence[Window],
+        tokenizer: Tokenizer,
+        out: list[list[Segment]],
+    ) -> None:
+        opts = items[windows[0].items[0]].options
+        chunks = [items[w.items[0]] for w in windows]
+        features = np.stack([pad_or_trim(self.features(c.audio)) for c in chunks])
+        metadata = [{"offset": c.offset, "duration": c.duration} for c in chunks]
+        self.pipeline.last_speech_timestamp = 0.0
+        outputs = self.pipeline.forward(
+            features, tokenizer, metadata, self._transcription_options(opts, tokenizer)
+        )
+        for window, output in zip(windows, outputs, strict=True):
+            out[window.items[0]] = self._segments(output, opts)
+
+    def _decode_packed(
+        self,
+        items: Sequence[ChunkRequest],
+        windows: Sequence[Window],
+        tokenizer: Tokenizer,
+        gap_s: float,
+        out: list[list[Segment]],
+    ) -> None:
+        opts = items[windows[0].items[0]].options
+        # Word timings are how a row's words are checked against its clip's span.
+        options = self._transcription_options(replace(opts, word_timestamps=True), tokenizer)
+        features = np.stack([window_features(w, items, self.features) for w in windows])
+        decoded = decode_packed(
+            self.model, tokenizer, features, windows, items, options, gap_s, self._silence()
+        )
+        for window, clips in zip(windows, decoded, strict=True):
+            for position, segments in enumerate(clips):
+                out[window.items[position]] = clip_segments(
+                    segments, window, position, items, gap_s, opts.word_timestamps
+                )
+
+    def _silence(self) -> np.ndarray:
+        """Encoder output of an empty window: what a lone clip sees around itself."""
+        if self._silent_encoding is None:
+            mels = np.zeros((1, self.model.model.n_mels, 3000), dtype=np.float32)
+            self._silent_encoding = to_numpy(self.model.encode(mels))[0]
+        return self._silent_encoding
 
     def _transcription_options(
         self, opts: DecodeOptions, tokenizer: Tokenizer

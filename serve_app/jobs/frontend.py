@@ -288,6 +288,7 @@ def job_options(request: TranscribeRequest) -> dict[str, Any]:
         "beam_size": request.beam_size,
         "word_timestamps": request.word_timestamps,
         "segment_timestamps": request.segment_timestamps,
+        "pack": request.pack,
     }
 
 

@@ -26,6 +26,7 @@ class JobOptions(BaseModel):
     prompt: str | None = Field(None, max_length=2000)
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     word_timestamps: bool = False
+    pack: bool = Field(True, description="Let short chunks share windows with this tenant's.")
     priority: int | None = Field(None, ge=0, le=9)
     webhook_url: str | None = Field(None, max_length=2048)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -54,6 +55,7 @@ _MULTIPART_SCHEMA = {
                                 "prompt",
                                 "temperature",
                                 "word_timestamps",
+                                "pack",
                                 "priority",
                                 "webhook_url",
                                 "metadata",
@@ -113,6 +115,7 @@ def build_jobs_router(jobs: JobsFrontend) -> APIRouter:
                 temperature=options.temperature,
                 word_timestamps=options.word_timestamps,
                 segment_timestamps=True,
+                pack=options.pack,
                 priority=options.priority if options.priority is not None else default_priority,
                 tenant=access.tenant,
             ),

@@ -59,6 +59,7 @@ def request_for(job: Job) -> TranscribeRequest:
         beam_size=int(options.get("beam_size", 5)),
         word_timestamps=bool(options.get("word_timestamps", False)),
         segment_timestamps=bool(options.get("segment_timestamps", True)),
+        pack=bool(options.get("pack", True)),
         priority=job.priority,
         tenant=job.tenant,
     )

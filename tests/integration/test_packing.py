@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import jiwer
 import pytest
 
@@ -111,14 +114,17 @@ def test_one_tenant_shares_windows_at_equal_accuracy(packing_app, clips):
     assert all(c == 1 for r in unpacked for c in r.window_clips)
     shared = [c for r in packed for c in r.window_clips]
     assert max(shared) > 1, shared
-    stats = packing_app.stats.remote().result()["tiny.en"]
-    assert any(int(k) > 1 for k in stats["clips_per_window"]), stats
+    assert max(_clip_windows(packing_app)) > 1
 
     wer_unpacked = [wer(s, r.text) for s, r in zip(SENTENCES, unpacked, strict=True)]
     wer_packed = [wer(s, r.text) for s, r in zip(SENTENCES, packed, strict=True)]
     mean_unpacked = sum(wer_unpacked) / len(wer_unpacked)
     mean_packed = sum(wer_packed) / len(wer_packed)
-    assert mean_packed <= mean_unpacked + 0.02, (mean_unpacked, mean_packed)
+    # Per clip, the encoder sees the neighbours' audio, so a word the model is unsure of can
+    # flip either way (see benchmarks/README.md); the bar that holds is the mean.
+    per_clip = [round(p - u, 3) for u, p in zip(wer_unpacked, wer_packed, strict=True)]
+    print(f"per-clip WER packed - unpacked: {per_clip}")
+    assert mean_packed <= mean_unpacked + 0.02, (mean_unpacked, mean_packed, per_clip)
 
     for i, result in enumerate(packed):
         words = set(re.findall(r"[a-z]+", result.text.lower()))
@@ -130,6 +136,32 @@ def test_one_tenant_shares_windows_at_equal_accuracy(packing_app, clips):
             assert 0 <= segment.start <= segment.end <= result.duration + 0.01
             for word in segment.words or []:
                 assert 0 <= word.start <= word.end <= result.duration + 0.01
+
+
+def _clip_windows(handle) -> Counter[int]:
+    stats = handle.stats.remote().result()["tiny.en"]
+    return Counter({int(k): v for k, v in stats["clips_per_window"].items()})
+
+
+def test_http_callers_can_turn_packing_off(packing_app, clips, ray_instance):
+    url = f"{ray_instance['http_url']}/packing/v1/audio/transcriptions"
+
+    def send(pack: str) -> Counter[int]:
+        before = _clip_windows(packing_app)
+        with httpx.Client(timeout=300) as client, ThreadPoolExecutor(6) as pool:
+            answers = list(
+                pool.map(
+                    lambda audio: client.post(
+                        url, files={"file": ("clip.wav", audio)}, data={"pack": pack}
+                    ),
+                    clips[:6],
+                )
+            )
+        assert all(a.status_code == 200 and a.json()["text"] for a in answers), answers
+        return _clip_windows(packing_app) - before
+
+    assert max(send("true")) > 1  # one tenant's concurrent clips do share windows
+    assert send("false") == Counter({1: 6})
 
 
 def test_different_tenants_never_share_a_window(packing_app, clips):
