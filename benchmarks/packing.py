@@ -80,13 +80,16 @@ def compare(
     base, packed = out["one_window_per_clip"], out["packed"]
     out["speedup"] = round(base["wall_s"] / packed["wall_s"], 2)
     out["wer_delta"] = round(packed["mean_wer"] - base["mean_wer"], 4)
-    deltas = [
-        abs(packed["per_clip_wer"][c] - base["per_clip_wer"][c])
+    deltas = {
+        c: packed["per_clip_wer"][c] - base["per_clip_wer"][c]
         for c in base["per_clip_wer"]
         if packed["per_clip_wer"][c] is not None and base["per_clip_wer"][c] is not None
-    ]
-    out["max_per_clip_wer_delta"] = round(max(deltas), 4) if deltas else None
-    out["clips_within_0.02"] = sum(d <= 0.02 for d in deltas)
+    }
+    out["per_clip_wer_delta"] = {c: round(d, 4) for c, d in deltas.items()}
+    out["max_per_clip_wer_delta"] = round(max(map(abs, deltas.values())), 4) if deltas else None
+    out["clips_within_0.02"] = sum(abs(d) <= 0.02 for d in deltas.values())
+    out["clips_better"] = sum(d < -0.02 for d in deltas.values())
+    out["clips_worse"] = sum(d > 0.02 for d in deltas.values())
     return out
 
 
@@ -103,9 +106,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"| packed | {packed['windows']} | {packed['wall_s']} | {packed['rtfx']} "
             f"| {packed['mean_wer']} |",
             "",
-            f"speedup {result['speedup']}x, mean WER delta {result['wer_delta']:+}, "
-            f"max per-clip WER delta {result['max_per_clip_wer_delta']} "
-            f"({result['clips_within_0.02']}/{result['clips']} clips within 0.02)",
+            f"speedup {result['speedup']}x, mean WER delta {result['wer_delta']:+}; per clip "
+            f"vs unpacked: {result['clips_within_0.02']} within 0.02, "
+            f"{result['clips_better']} better, {result['clips_worse']} worse "
+            f"(largest difference {result['max_per_clip_wer_delta']})",
         ]
     )
 

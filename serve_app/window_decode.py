@@ -1,14 +1,15 @@
-"""Decoding packed windows: one encoder pass per window, one decoder pass per clip.
+"""Decoding packed windows: one encoder pass per window, one decoder row per clip.
 
 The encoder is what packing saves: it costs a full 30 s pass whatever the clip length. The
 decoder is cheap by comparison, so each clip gets its own decoder row over the shared
-encoder output, prompted to start at the clip's timestamp. No clip's decoder ever reads
-another clip's text, which is what kept per-clip results close to unpacked ones; decoding
-the whole window as one sequence let a clip's words depend on its neighbours.
+encoding, prompted with the clip's start timestamp. In its row, the encoder frames outside
+the clip (and half a gap either side) are replaced by the encoding of an empty window, so
+the decoder sees only its clip, as it would unpacked, and stops at the clip's end. No row
+reads another clip's text: decoding a whole window as one sequence let a clip's words
+depend on its neighbours' and cost more steps in a row.
 
-A row runs with a token budget sized to its clip, so the first clip of a window does not
-decode the whole window; a row that ends at the budget without having reached the end of
-its clip is decoded again without a budget.
+Rows run with a token budget sized to the longest clip; a row that ends at the budget
+before its decoder left the clip is decoded again without one.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def decode_packed(
 ) -> list[list[list[dict]]]:
     """Segments (window-relative times, with words) per window, per clip of the window.
 
-    A row's segments can still hold words of the next clip when the decoder ran on without
+    `silence` is the encoder output of an empty window ([frames, width]). A row's segments can still hold words of the next clip when the decoder ran on without
     a timestamp in the gap; the caller keeps only words whose time lies in the clip.
     """
     encoded = to_numpy(model.encode(features))
@@ -80,7 +81,8 @@ def decode_packed(
     ]
     budget = max(ceil((r.end - r.start) * TOKENS_PER_SECOND) for r in rows) + TOKEN_SLACK
     max_length = min(model.max_length, len(rows[0].prompt) + budget)
-    results = _generate(model, _rows_view(encoded, rows, silence, gap_s), rows, options, max_length)
+    view = _rows_view(model, encoded, rows, silence, gap_s)
+    results = _generate(model, view, rows, options, max_length)
     redo = [
         n
         for n, (row, result) in enumerate(zip(rows, results, strict=True))
@@ -88,7 +90,7 @@ def decode_packed(
     ]
     if redo and max_length < model.max_length:
         again = [rows[n] for n in redo]
-        view = _rows_view(encoded, again, silence, gap_s)
+        view = _rows_view(model, encoded, again, silence, gap_s)
         for n, result in zip(
             redo, _generate(model, view, again, options, model.max_length), strict=True
         ):
@@ -185,7 +187,7 @@ def _row_segments(
     model.add_word_timestamps(
         [segments],
         tokenizer,
-        ctranslate2.StorageView.from_array(frames),
+        _storage(frames, model),
         [frames.shape[1] * 2],  # mel frames: two per encoder frame
         options.prepend_punctuations,
         options.append_punctuations,
@@ -237,7 +239,11 @@ def _window_end(window: Window, items: Sequence[ChunkRequest]) -> float:
 
 
 def _rows_view(
-    encoded: np.ndarray, rows: Sequence[_Row], silence: np.ndarray, gap_s: float
+    model: WhisperModel,
+    encoded: np.ndarray,
+    rows: Sequence[_Row],
+    silence: np.ndarray,
+    gap_s: float,
 ) -> ctranslate2.StorageView:
     """Each row's copy of its window's encoding, with the other clips' frames silenced."""
     batch = encoded[[r.window for r in rows]]  # fancy indexing copies
@@ -245,7 +251,13 @@ def _rows_view(
         first, last = _frames(row.start - gap_s / 2), _frames(row.end + gap_s / 2)
         batch[n, :first] = silence[:first]
         batch[n, last:] = silence[last:]
-    return ctranslate2.StorageView.from_array(np.ascontiguousarray(batch))
+    return _storage(batch, model)
+
+
+def _storage(array: np.ndarray, model: WhisperModel) -> ctranslate2.StorageView:
+    view = ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
+    # Untested here (no GPU): packing is off on GPU by default until measured there.
+    return view.to_device(ctranslate2.Device.cuda) if model.model.device == "cuda" else view
 
 
 def _frames(seconds: float) -> int:
