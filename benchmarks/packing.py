@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--cpu-threads", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/whisper-serve/models"))
+    parser.add_argument(
+        "--layouts",
+        type=int,
+        default=0,
+        help="also repeat on this many shuffled draws of --clips out of 24 clips, to see how "
+        "per-clip differences vary with which clips share a window",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write JSON here")
     args = parser.parse_args(argv)
     path = resolve_weights(f"bundled:{args.model}", args.cache.expanduser())
@@ -128,9 +136,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = compare(engine, generated_clips(args.clips), batch_size=args.batch_size)
     result["model"] = args.model
     print(markdown(result))
+    if args.layouts:
+        result["layouts"] = layouts(engine, args.clips, args.layouts, args.batch_size)
+        print(layouts_markdown(result["layouts"]))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return result
+
+
+def layouts(engine: WhisperEngine, count: int, draws: int, batch_size: int) -> list[dict]:
+    pool = generated_clips(max(24, count))
+    out = []
+    for seed in range(draws):
+        clips = random.Random(seed).sample(pool, count)
+        r = compare(engine, clips, batch_size=batch_size, repeats=1)
+        out.append(
+            {
+                "seed": seed,
+                "speedup": r["speedup"],
+                "mean_wer": [r["one_window_per_clip"]["mean_wer"], r["packed"]["mean_wer"]],
+                "within": r["clips_within_0.02"],
+                "better": r["clips_better"],
+                "worse": r["clips_worse"],
+                "max_delta": r["max_per_clip_wer_delta"],
+            }
+        )
+    return out
+
+
+def layouts_markdown(rows: list[dict]) -> str:
+    lines = [
+        "",
+        "| draw | speedup | mean WER unpacked → packed | clips within 0.02 / better / worse |",
+        "|---:|---:|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['seed']} | {r['speedup']}x | {r['mean_wer'][0]} → {r['mean_wer'][1]} "
+            f"| {r['within']} / {r['better']} / {r['worse']} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

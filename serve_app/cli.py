@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--language", default=None)
     submit.add_argument("--translate", action="store_true", help="translate into English")
     submit.add_argument("--words", action="store_true", help="word timestamps")
+    submit.add_argument(
+        "--no-pack",
+        dest="pack",
+        action="store_false",
+        help="never share a 30 s window with your other short clips (window packing)",
+    )
     submit.add_argument("--priority", type=int, default=None, choices=range(10))
     submit.add_argument("--wait", action="store_true", help="wait and print the results")
     submit.add_argument("--format", default="text", choices=RESPONSE_FORMATS)
@@ -108,6 +114,7 @@ def _transcribe(client: JobsClient, args: argparse.Namespace) -> int:
             language=args.language,
             task="translate" if args.translate else "transcribe",
             word_timestamps=args.words,
+            pack=args.pack,
             priority=args.priority,
         )
         jobs.append((path, job))

@@ -54,6 +54,7 @@ class JobsClient:
         language: str | None = None,
         task: str = "transcribe",
         word_timestamps: bool = False,
+        pack: bool = True,
         priority: int | None = None,
         webhook_url: str | None = None,
         metadata: dict[str, Any] | None = None,
@@ -64,7 +65,11 @@ class JobsClient:
             name, content = "audio", audio
         else:
             name, content = Path(audio).name, Path(audio).read_bytes()
-        fields: dict[str, str] = {"task": task, "word_timestamps": str(word_timestamps).lower()}
+        fields: dict[str, str] = {
+            "task": task,
+            "word_timestamps": str(word_timestamps).lower(),
+            "pack": str(pack).lower(),
+        }
         optional = {"model": model, "language": language, "webhook_url": webhook_url}
         fields |= {k: v for k, v in optional.items() if v is not None}
         if priority is not None:

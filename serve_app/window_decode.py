@@ -55,8 +55,9 @@ def decode_packed(
 ) -> list[list[list[dict]]]:
     """Segments (window-relative times, with words) per window, per clip of the window.
 
-    `silence` is the encoder output of an empty window ([frames, width]). A row's segments can still hold words of the next clip when the decoder ran on without
-    a timestamp in the gap; the caller keeps only words whose time lies in the clip.
+    `silence` is the encoder output of an empty window ([frames, width]). A row's segments
+    can still hold words of the next clip when the decoder ran on without a timestamp in
+    the gap; the caller keeps only words whose time lies in the clip.
     """
     encoded = to_numpy(model.encode(features))
     prompt = model.get_prompt(
