@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -97,6 +98,14 @@ def _run_all(handle, clips: list[bytes], tenants: list[str], pack: bool) -> list
     return [r.result(timeout_s=300) for r in responses]
 
 
+def _words(result) -> list:
+    return [w for segment in result.segments for w in segment.words or []]
+
+
+def _bare(word: str) -> str:
+    return re.sub(r"[^a-z]", "", word.lower())
+
+
 def _distinctive(i: int) -> set[str]:
     # Long, rare words only: a common short word (e.g. "about") can be a plain mishearing.
     mine = set(re.findall(r"[a-z]{7,}", SENTENCES[i].lower()))
@@ -125,6 +134,16 @@ def test_one_tenant_shares_windows_at_equal_accuracy(packing_app, clips):
     per_clip = [round(p - u, 3) for u, p in zip(wer_unpacked, wer_packed, strict=True)]
     print(f"per-clip WER packed - unpacked: {per_clip}")
     assert mean_packed <= mean_unpacked + 0.02, (mean_unpacked, mean_packed, per_clip)
+
+    # Word times are relative to the clip and agree with the unpacked run's.
+    shifts = [
+        abs(a.start - b.start)
+        for u, p in zip(unpacked, packed, strict=True)
+        for a, b in zip(_words(u), _words(p), strict=False)  # texts may differ in length
+        if _bare(a.word) == _bare(b.word)
+    ]
+    assert len(shifts) > 40
+    assert statistics.median(shifts) <= 0.1 and max(shifts) <= 1.0, sorted(shifts)[-5:]
 
     for i, result in enumerate(packed):
         words = set(re.findall(r"[a-z]+", result.text.lower()))
