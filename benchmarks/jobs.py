@@ -50,15 +50,7 @@ async def _submit(
             error = response.text[:300]
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
-    record = RequestRecord(
-        clip=clip.name,
-        audio_s=clip.duration,
-        start_s=started - phase_start,
-        latency_s=time.perf_counter() - started,
-        status=status,
-        error=error,
-    )
-    return record, job_id
+    return RequestRecord.answered(clip, phase_start, started, status, error), job_id
 
 
 def _submit_summary(records: list[RequestRecord], wall_s: float) -> dict[str, Any]:

@@ -33,6 +33,27 @@ class RequestRecord:
     error: str | None = None
     text: str | None = None
 
+    @classmethod
+    def answered(
+        cls,
+        clip: Clip,
+        phase_start: float,
+        started: float,
+        status: int,
+        error: str | None = None,
+        text: str | None = None,
+    ) -> RequestRecord:
+        """The record of `clip`, sent at `started` (perf_counter) and answered just now."""
+        return cls(
+            clip=clip.name,
+            audio_s=clip.duration,
+            start_s=started - phase_start,
+            latency_s=time.perf_counter() - started,
+            status=status,
+            error=error,
+            text=text,
+        )
+
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
@@ -107,15 +128,7 @@ async def transcribe_once(
             error = response.text[:300]
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
-    return RequestRecord(
-        clip=clip.name,
-        audio_s=clip.duration,
-        start_s=started - phase_start,
-        latency_s=time.perf_counter() - started,
-        status=status,
-        error=error,
-        text=text,
-    )
+    return RequestRecord.answered(clip, phase_start, started, status, error, text)
 
 
 async def closed_loop(

@@ -25,7 +25,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from local_ray import free_port, gpu_models  # sibling module: this file runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_NAME = "whisper"
@@ -54,15 +54,8 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def serve_config(cache_dir: str, state_dir: Path, http_port: int) -> dict[str, Any]:
     """A serve_config.yaml for this machine: tiny.en + base on fractional logical GPUs."""
-    shares = {"tiny.en": 0.25, "base": 0.5}
     args = {
         "default_model": "tiny.en",
         "model_cache_dir": cache_dir,
@@ -72,17 +65,7 @@ def serve_config(cache_dir: str, state_dir: Path, http_port: int) -> dict[str, A
             "blob_url": f"file://{state_dir}/blobs",
         },
         "jobs": {"tracker_name": "tracker-dashboard", "tracker_num_cpus": 0.05},
-        "models": [
-            {
-                "name": name,
-                "num_cpus": 0.3,
-                "num_gpus": share,
-                "cpu_threads": 1,
-                "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.1},
-                "autoscaling": {"min_replicas": 1, "max_replicas": 2},
-            }
-            for name, share in shares.items()
-        ],
+        "models": gpu_models(autoscaling={"min_replicas": 1, "max_replicas": 2}),
     }
     return {
         "proxy_location": "HeadOnly",

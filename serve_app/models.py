@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from serve_app.config import S3Config
 
@@ -127,18 +128,12 @@ def _assemble_base(cache_dir: Path) -> Path:
     return target
 
 
-def _from_s3(uri: str, cache_dir: Path, s3: S3Config) -> Path:
+def s3_client(s3: S3Config) -> Any:
+    """A path-style boto3 S3 client for `s3` (works with any S3-compatible server)."""
     import boto3
     from botocore.config import Config
 
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    canonical = f"s3://{bucket}/{prefix}"  # trailing slashes name the same prefix
-    target = cache_dir / ("s3-" + hashlib.sha256(canonical.encode()).hexdigest()[:16])
-    if (target / ".complete").is_file():
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=s3.endpoint_url,
         region_name=s3.region,
@@ -146,6 +141,17 @@ def _from_s3(uri: str, cache_dir: Path, s3: S3Config) -> Path:
         aws_secret_access_key=s3.secret_access_key,
         config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
     )
+
+
+def _from_s3(uri: str, cache_dir: Path, s3: S3Config) -> Path:
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    canonical = f"s3://{bucket}/{prefix}"  # trailing slashes name the same prefix
+    target = cache_dir / ("s3-" + hashlib.sha256(canonical.encode()).hexdigest()[:16])
+    if (target / ".complete").is_file():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    client = s3_client(s3)
     with _file_lock(target / ".lock"):
         if (target / ".complete").is_file():
             return target

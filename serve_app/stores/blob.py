@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Self, TypedDict
+from typing import Any, TypedDict
 
 import boto3
 import boto3.exceptions
 import botocore.exceptions
 from botocore.config import Config
 
+from .closeable import Closeable
 from .errors import InvalidKey, NotFound, StoreError, StoreUnavailable, Unsupported
 from .models import utcnow
 
@@ -54,7 +55,7 @@ def validate_key(key: str) -> list[str]:
     return parts
 
 
-class BlobStore(abc.ABC):
+class BlobStore(Closeable):
     """Named byte objects."""
 
     @abc.abstractmethod
@@ -83,16 +84,6 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def url_for(self, key: str) -> str:
         """A URL naming the object (file:// or s3://), for logs and job records."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Release clients; the store is unusable afterwards."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _fsync_dir(path: Path) -> None:

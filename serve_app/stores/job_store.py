@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, Self
+from typing import Any
 
+from .closeable import Closeable
 from .errors import StoreError
 from .models import ApiKey, ChunkCheckpoint, Job, JobStatus, NewJob, WebhookDelivery
 
@@ -65,7 +66,7 @@ def load_migrations(dialect: str) -> list[Migration]:
     return found
 
 
-class JobStore(abc.ABC):
+class JobStore(Closeable):
     """Durable jobs, chunk checkpoints, webhook deliveries and API keys."""
 
     @abc.abstractmethod
@@ -182,13 +183,3 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def list_api_keys(self, tenant: str) -> list[ApiKey]:
         """All keys of a tenant, revoked ones included."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Release connections; the store is unusable afterwards."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

@@ -62,6 +62,14 @@ class SqlJobStore(JobStore):
         found = tx.rows(query, params)
         return found[0] if found else None
 
+    def _insert(self, query: str, params: Mapping[str, Any], what: str) -> Row:
+        """Run an INSERT ... RETURNING that must yield its row (`what` names it in the error)."""
+        with self._transaction() as tx:
+            row = self._one(tx, query, params)
+        if row is None:
+            raise StoreError(f"{what} insert returned no row")
+        return row
+
     def _now(self, now: datetime | None = None) -> datetime:
         return to_utc(now) if now is not None else self._clock()
 
@@ -254,11 +262,9 @@ class SqlJobStore(JobStore):
             "error": error,
             "now": self._now(),
         }
-        with self._transaction() as tx:
-            row = self._one(tx, "insert_webhook_delivery", params)
-        if row is None:
-            raise StoreError("webhook delivery insert returned no row")
-        return WebhookDelivery.from_row(row)
+        return WebhookDelivery.from_row(
+            self._insert("insert_webhook_delivery", params, "webhook delivery")
+        )
 
     def list_webhook_deliveries(self, job_id: str) -> list[WebhookDelivery]:
         with self._transaction(write=False) as tx:
@@ -280,11 +286,7 @@ class SqlJobStore(JobStore):
             "key_sha256": key_sha256,
             "now": self._now(),
         }
-        with self._transaction() as tx:
-            row = self._one(tx, "insert_api_key", params)
-        if row is None:
-            raise StoreError("api key insert returned no row")
-        return ApiKey.from_row(row)
+        return ApiKey.from_row(self._insert("insert_api_key", params, "api key"))
 
     def get_api_key_by_hash(self, key_sha256: str) -> ApiKey | None:
         with self._transaction(write=False) as tx:

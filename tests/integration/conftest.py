@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,33 @@ def whisper_app(ray_instance: dict, model_cache: Path) -> Iterator[DeployedApp]:
         serve.delete(APP_NAME)
 
 
+@contextmanager
+def deployed(config: Any, name: str, http_url: str) -> Iterator[str]:
+    """Run `config` as the Serve app `name` under `/name` and yield its URL; afterwards delete
+    the app and kill its job tracker."""
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+    try:
+        yield f"{http_url}/{name}"
+    finally:
+        serve.delete(name)
+        kill_tracker(config)
+
+
+def kill_tracker(config: Any) -> None:
+    """The tracker is a detached actor: `serve.delete` leaves it running."""
+    import ray
+
+    try:
+        actor = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
+    except ValueError:
+        return
+    ray.kill(actor, no_restart=True)
+
+
 @pytest.fixture
 def http(whisper_app: DeployedApp) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=whisper_app.url, timeout=300) as client:
@@ -99,6 +128,18 @@ def direct_pipelines(model_cache: Path) -> dict[str, Any]:
         model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)
         out[name] = BatchedInferencePipeline(model)
     return out
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    """Poll a job until it succeeds, fails or is cancelled; its last JSON."""
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout}s")
 
 
 def transcribe(client: httpx.Client, path: Path, **data: Any) -> httpx.Response:

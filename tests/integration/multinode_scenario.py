@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -25,16 +24,12 @@ from typing import Any
 
 import httpx
 
+# Shared with scripts/dashboard_check.py; this file runs as a script, not inside a package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from local_ray import GPU_SHARES, LOOPBACK, free_port, gpu_models
+
 APP_NAME = "whisper"
-GPU_SHARES = {"tiny.en": 0.25, "base": 0.5}
 HEAD_SHARE = 0.01  # of the custom `head` resource: pins light actors to the head node
-LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def app_config(cache_dir: str, state_dir: Path) -> Any:
@@ -55,16 +50,7 @@ def app_config(cache_dir: str, state_dir: Path) -> Any:
                 "tracker_resources": {"head": HEAD_SHARE},
                 "poll_interval_s": 0.5,
             },
-            "models": [
-                {
-                    "name": name,
-                    "num_cpus": 0.3,
-                    "num_gpus": share,
-                    "cpu_threads": 1,
-                    "batching": {"max_batch_size": 4, "batch_wait_timeout_s": 0.1},
-                }
-                for name, share in GPU_SHARES.items()
-            ],
+            "models": gpu_models(),
         }
     )
 

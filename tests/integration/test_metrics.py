@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import transcribe
+from tests.integration.conftest import deployed, transcribe, wait_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,9 +24,6 @@ MODEL = "tiny.en"
 @pytest.fixture(scope="module")
 def metrics_app(ray_instance: dict, model_cache: Path, tmp_path_factory) -> Iterator[dict]:
     """A jobs-enabled tiny.en app of its own, so its series can be told apart by label."""
-    from ray import serve
-
-    from serve_app.app import build_app
     from serve_app.config import AppConfig
 
     root = tmp_path_factory.mktemp("metrics-app")
@@ -55,12 +52,8 @@ def metrics_app(ray_instance: dict, model_cache: Path, tmp_path_factory) -> Iter
             ],
         }
     )
-    serve.run(build_app(config), name=name, route_prefix=f"/{name}")
-    try:
-        yield {"name": name, "url": f"{ray_instance['http_url']}/{name}", "config": config}
-    finally:
-        serve.delete(name)
-        _kill_tracker(config)
+    with deployed(config, name, ray_instance["http_url"]) as url:
+        yield {"name": name, "url": url, "config": config}
 
 
 @pytest.fixture
@@ -107,7 +100,7 @@ def test_metrics_endpoint_shows_batching_rtf_requests_jobs_and_webhooks(
                 data={"webhook_url": webhook_receiver["url"]},
             )
         assert job.status_code == 202, job.text
-        _wait_for_job(client, job.json()["id"])
+        assert wait_job(client, job.json()["id"])["status"] == "succeeded"
 
         # Ray's agents export every few seconds: poll until every figure has arrived.
         deadline = time.monotonic() + 120
@@ -173,25 +166,3 @@ def _parse(text: str) -> list[tuple[str, dict[str, str], float]]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     ]
-
-
-def _wait_for_job(client: httpx.Client, job_id: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    status = "?"
-    while time.monotonic() < deadline:
-        status = client.get(f"/v1/jobs/{job_id}").json()["status"]
-        if status == "succeeded":
-            return
-        assert status not in ("failed", "cancelled"), status
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {status} after {timeout}s")
-
-
-def _kill_tracker(config: Any) -> None:
-    import ray
-
-    try:
-        actor = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
-    except ValueError:
-        return
-    ray.kill(actor, no_restart=True)

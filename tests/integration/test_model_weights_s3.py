@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from serve_app.config import S3Config
-from serve_app.models import WeightsError, resolve_weights
+from serve_app.models import WeightsError, resolve_weights, s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +20,7 @@ def test_weights_from_s3_prefix(s3_settings, s3_bucket, tmp_path):
         access_key_id=s3_settings.access_key_id,
         secret_access_key=s3_settings.secret_access_key,
     )
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint_url,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key_id,
-        aws_secret_access_key=s3.secret_access_key,
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    client = s3_client(s3)
     prefix = f"models/tiny-{uuid.uuid4().hex[:6]}"
     for path in source.iterdir():
         client.upload_file(str(path), s3_bucket, f"{prefix}/{path.name}")

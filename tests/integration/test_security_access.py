@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_security_helpers import SecurityApp, deploy_security_app, wait_job
+from tests.integration.conftest import wait_job
+from tests.integration.test_security_helpers import SecurityApp, deploy_security_app
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.jobs.conftest import _kill_tracker, jobs_app_config, real_storage
+from tests.integration.conftest import deployed
+from tests.integration.jobs.conftest import jobs_app_config, real_storage
 
 
 @dataclass
@@ -49,9 +50,6 @@ def deploy_security_app(
 ) -> Iterator[SecurityApp]:
     """Deploy tiny.en (ingress 0.1 CPU, transcriber 0.3, tracker 0.05) with `overrides`
     merged into the jobs suite's config; delete it and kill its tracker afterwards."""
-    from ray import serve
-
-    from serve_app.app import build_app
     from serve_app.config import AppConfig
 
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
@@ -62,12 +60,8 @@ def deploy_security_app(
         else:
             raw[section] = values
     config = AppConfig.model_validate(raw)
-    serve.run(build_app(config), name=name, route_prefix=f"/{name}")
-    try:
-        yield SecurityApp(name, f"{ray_instance['http_url']}/{name}", config)
-    finally:
-        serve.delete(name)
-        _kill_tracker(config)
+    with deployed(config, name, ray_instance["http_url"]) as url:
+        yield SecurityApp(name, url, config)
 
 
 def ingress_process(app_name: str) -> Any:
@@ -79,16 +73,6 @@ def ingress_process(app_name: str) -> Any:
         if any(title in part for part in proc.info["cmdline"] or []):
             return proc
     raise AssertionError(f"no process titled {title}")
-
-
-def wait_job(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
 @dataclass

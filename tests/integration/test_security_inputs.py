@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import wait_job
 from tests.integration.test_security_helpers import (
     Canary,
     SecurityApp,
     deploy_security_app,
     ingress_process,
-    wait_job,
 )
 
 pytestmark = pytest.mark.integration

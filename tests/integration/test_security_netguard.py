@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from serve_app.errors import BadRequest, PayloadTooLarge
-from serve_app.netguard import check_url, fetch, is_public_address, pinned_request
+from serve_app.netguard import Resolver, check_url, fetch, is_public_address, pinned_request
 
 BLOCKED = [
     "127.0.0.1",
@@ -51,6 +52,8 @@ BLOCKED = [
 ]
 PUBLIC = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "64:ff9b::808:808"]
 
+Handler = Callable[[httpx.Request], httpx.Response]
+
 
 @pytest.fixture(autouse=True)
 def no_sockets(monkeypatch):
@@ -72,6 +75,21 @@ def resolver_for(table: dict[str, list[str]]):
 
     resolve.calls = calls  # type: ignore[attr-defined]
     return resolve
+
+
+async def fetch_via(
+    url: str, resolver: Resolver, handler: Handler, *, timeout_s: float = 5
+) -> bytes:
+    """`fetch` of at most 1000 bytes with private addresses refused; `handler` answers every
+    request in place of the network."""
+    return await fetch(
+        url,
+        max_bytes=1000,
+        timeout_s=timeout_s,
+        allow_private=False,
+        resolver=resolver,
+        transport=httpx.MockTransport(handler),
+    )
 
 
 @pytest.mark.parametrize("address", BLOCKED)
@@ -141,14 +159,7 @@ async def test_redirect_to_loopback_is_refused_before_any_request():
         return httpx.Response(302, headers={"location": "http://evil.example:8080/x"})
 
     with pytest.raises(BadRequest, match="private"):
-        await fetch(
-            "http://public.example/start",
-            max_bytes=1000,
-            timeout_s=5,
-            allow_private=False,
-            resolver=resolve,
-            transport=httpx.MockTransport(handler),
-        )
+        await fetch_via("http://public.example/start", resolve, handler)
     assert [r.url.host for r in seen] == ["93.184.216.34"]  # the loopback hop never went out
     assert seen[0].headers["host"] == "public.example"
 
@@ -169,14 +180,7 @@ async def test_dns_rebinding_cannot_swap_the_checked_address():
         hosts.append(request.url.host)
         return httpx.Response(200, content=b"RIFF-audio")
 
-    body = await fetch(
-        "http://rebind.example/a.wav",
-        max_bytes=1000,
-        timeout_s=5,
-        allow_private=False,
-        resolver=rebinding,
-        transport=httpx.MockTransport(handler),
-    )
+    body = await fetch_via("http://rebind.example/a.wav", rebinding, handler)
     assert body == b"RIFF-audio"
     assert lookups == ["rebind.example"] and hosts == ["93.184.216.34"]
 
@@ -188,14 +192,7 @@ async def test_fetch_caps_size_and_total_time():
         return httpx.Response(200, content=b"x" * 5000)
 
     with pytest.raises(PayloadTooLarge):
-        await fetch(
-            "http://public.example/big",
-            max_bytes=1000,
-            timeout_s=5,
-            allow_private=False,
-            resolver=resolve,
-            transport=httpx.MockTransport(big),
-        )
+        await fetch_via("http://public.example/big", resolve, big)
 
     async def drip():
         for _ in range(100):  # one byte every 0.1 s: each read is quick, the whole is not
@@ -206,14 +203,7 @@ async def test_fetch_caps_size_and_total_time():
         return httpx.Response(200, content=drip())
 
     with pytest.raises(BadRequest, match="longer than"):
-        await fetch(
-            "http://public.example/slow",
-            max_bytes=1000,
-            timeout_s=1,
-            allow_private=False,
-            resolver=resolve,
-            transport=httpx.MockTransport(slow),
-        )
+        await fetch_via("http://public.example/slow", resolve, slow, timeout_s=1)
 
 
 async def test_redirect_chains_are_bounded():
@@ -223,11 +213,4 @@ async def test_redirect_chains_are_bounded():
         return httpx.Response(302, headers={"location": "/again"})
 
     with pytest.raises(BadRequest, match="redirects"):
-        await fetch(
-            "http://public.example/start",
-            max_bytes=1000,
-            timeout_s=5,
-            allow_private=False,
-            resolver=resolve,
-            transport=httpx.MockTransport(loop),
-        )
+        await fetch_via("http://public.example/start", resolve, loop)

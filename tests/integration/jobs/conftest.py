@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.integration.conftest import deployed, wait_job
 
 WEBHOOK_SECRET = "test-webhook-secret"
 
@@ -33,15 +34,8 @@ class JobsApp:
                 "/v1/jobs", files={"file": (path.name, handle)}, data=data, headers=headers
             )
 
-    def wait(self, job_id: str, timeout: float = 240, until: set[str] | None = None) -> dict:
-        until = until or {"succeeded", "failed", "cancelled"}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.client.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] in until:
-                return job
-            time.sleep(0.3)
-        raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+    def wait(self, job_id: str, timeout: float = 240) -> dict[str, Any]:
+        return wait_job(self.client, job_id, timeout)
 
     def tracker(self):
         import ray
@@ -110,10 +104,6 @@ def deploy_jobs_app(
     model_cache: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[JobsApp]:
-    from ray import serve
-
-    from serve_app.app import build_app
-
     if backend == "embedded":
         root = tmp_path_factory.mktemp("embedded-storage")
         storage = {"database_url": f"sqlite:///{root}/jobs.db", "blob_url": f"file://{root}/blobs"}
@@ -121,14 +111,11 @@ def deploy_jobs_app(
         storage = real_storage(request)
     name = f"jobs-{backend}-{uuid.uuid4().hex[:6]}"
     config = jobs_app_config(model_cache, backend, storage, name)
-    serve.run(build_app(config), name=name, route_prefix=f"/{name}")
-    url = f"{ray_instance['http_url']}/{name}"
-    with httpx.Client(base_url=url, timeout=120) as client:
-        try:
-            yield JobsApp(backend, url, name, config, storage, client)
-        finally:
-            serve.delete(name)
-            _kill_tracker(config)
+    with (
+        deployed(config, name, ray_instance["http_url"]) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        yield JobsApp(backend, url, name, config, storage, client)
 
 
 @pytest.fixture(
@@ -146,16 +133,6 @@ def real_jobs_app(
 ) -> Iterator[JobsApp]:
     """Postgres + SeaweedFS + Redis only: for the failure drills."""
     yield from deploy_jobs_app(request, "real", ray_instance, model_cache, tmp_path_factory)
-
-
-def _kill_tracker(config: Any) -> None:
-    import ray
-
-    try:
-        actor = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
-    except ValueError:
-        return
-    ray.kill(actor, no_restart=True)
 
 
 @dataclass
