@@ -33,8 +33,14 @@ class Ingress:
         self.service = TranscriptionService(config, transcribers)
         self.jobs: JobsFrontend | None = None
         if config.jobs.enabled:
-            tracker = get_or_create_tracker(config, transcribers)
-            self.jobs = JobsFrontend(config, self.service, tracker)
+            self.jobs = JobsFrontend(
+                config, self.service, lambda: get_or_create_tracker(config, transcribers)
+            )
+
+    async def check_health(self) -> None:
+        """Serve calls this every few seconds; it also brings back a tracker killed for good."""
+        if self.jobs is not None:
+            await self.jobs.check_tracker()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self.service, self.jobs)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorDiedError, RayActorError
 
 from serve_app.audio import sniff_not_audio
 from serve_app.config import AppConfig
@@ -63,10 +63,16 @@ class JobSubmission:
 class JobsFrontend:
     """Job operations used by the HTTP routes (and the handle API)."""
 
-    def __init__(self, config: AppConfig, service: TranscriptionService, tracker: Any) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        service: TranscriptionService,
+        tracker_factory: Callable[[], Any],
+    ) -> None:
         self.config = config
         self.service = service
-        self.tracker = tracker
+        self._tracker_factory = tracker_factory
+        self.tracker = tracker_factory()
         self.store = open_job_store(config.storage.database_url, migrate=True)
         self.blobs = open_blob_store(
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
@@ -170,6 +176,23 @@ class JobsFrontend:
         grains = {"segment"} | ({"word"} if job.options.get("word_timestamps") else set())
         return render(transcript, fmt, frozenset(grains))
 
+    async def check_tracker(self, timeout_s: float = 5.0) -> bool:
+        """Re-create the tracker if it is gone for good; True when it answers.
+
+        Ray restarts a crashed tracker by itself; this covers what it will not restart: a
+        `ray.kill(..., no_restart=True)`, or restarts exhausted. The jobs wait in the store,
+        so the new tracker leases them as soon as it runs.
+        """
+        try:
+            await asyncio.wait_for(self.tracker.ping.remote(), timeout_s)
+            return True
+        except ActorDiedError:
+            logger.warning("job tracker is dead; creating a new one")
+            self.tracker = self._tracker_factory()
+        except (TimeoutError, RayActorError):
+            logger.warning("job tracker did not answer within %.0f s (restarting?)", timeout_s)
+        return False
+
     async def cancel(self, tenant: str, job_id: str) -> dict[str, Any]:
         _known_id(job_id)
         job = await self._store(self.store.cancel_job, job_id, tenant)
@@ -192,7 +215,9 @@ class JobsFrontend:
             try:
                 reply = await self.tracker.events_since.remote(job_id, after, 10.0)
             except RayActorError:
-                await asyncio.sleep(1.0)  # tracker restarting; the store still has the truth
+                # The store still has the truth; a dead tracker is replaced, not waited for.
+                await self.check_tracker()
+                await asyncio.sleep(1.0)
                 reply = {"epoch": None, "events": []}
             if reply["epoch"] is not None and reply["epoch"] != epoch:
                 if epoch is not None:

@@ -114,3 +114,17 @@ def test_cancel_running_long_job_stops_within_a_batch(real_jobs_app, data_dir):
     assert after - at_cancel <= batch  # at most the batch already in flight lands
     assert app.client.get(f"/v1/jobs/{job_id}/result").status_code == 409
     assert app.client.delete(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_tracker_killed_for_good_is_created_again(real_jobs_app, data_dir):
+    # Ray will not restart an actor killed with no_restart=True; the ingress's health check
+    # sees it dead and creates a new one, which leases the jobs waiting in the store.
+    import ray
+
+    app = real_jobs_app
+    old_worker = ray.get(app.tracker().ping.remote())
+    ray.kill(app.tracker(), no_restart=True)
+    ids = _submit_many(app, data_dir / "hello.wav", 3)  # accepted while no tracker runs
+    jobs = [app.wait(job_id, timeout=120) for job_id in ids]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 3, jobs
+    assert ray.get(app.tracker().ping.remote()) != old_worker
