@@ -59,6 +59,7 @@ class Transcriber:
             self._run_batch,
             model.batching,
             on_batch=self._record_batch,
+            on_queued=lambda depth: self._m_queue.set(depth),
             cost=(lambda item: slot_cost(item, packing)) if self.packing_enabled else None,
         )
         self.clips_per_window: Counter[int] = Counter()
@@ -164,7 +165,6 @@ class Transcriber:
         }
 
     async def _run_batch(self, items: Sequence[ChunkRequest]) -> list[ChunkResult]:
-        self._m_queue.set(self.batcher.queued)
         self._last_audio_s = sum(item.duration for item in items)
         packing = self.config.packing
         if self.packing_enabled:
@@ -205,7 +205,6 @@ class Transcriber:
         self._m_audio.inc(self._last_audio_s)
         if self._last_audio_s > 0:
             self._m_rtf.observe(record.run_s / self._last_audio_s)
-        self._m_queue.set(self.batcher.queued)
         logger.info(
             "batch model=%s size=%d key=%s queue_wait=%.3fs run=%.3fs audio=%.1fs queued=%d",
             self.config.name,

@@ -53,6 +53,7 @@ class KeyedBatcher(Generic[T, R]):
         settings: BatchSettings,
         *,
         on_batch: Callable[[BatchRecord], None] | None = None,
+        on_queued: Callable[[int], None] | None = None,
         cost: Callable[[T], float] | None = None,
     ) -> None:
         self._run_batch = run_batch
@@ -61,6 +62,8 @@ class KeyedBatcher(Generic[T, R]):
         self._cost = cost or (lambda _item: 1.0)
         self._settings = settings
         self._on_batch = on_batch
+        # Told the queue length whenever items join or leave it (a queue-depth gauge).
+        self._on_queued = on_queued or (lambda _n: None)
         self._queues: dict[str, list[_Pending[T, R]]] = {}
         self._seq = itertools.count()
         self._wakeup: asyncio.Event | None = None
@@ -89,6 +92,7 @@ class KeyedBatcher(Generic[T, R]):
         future: asyncio.Future[R] = loop.create_future()
         pending = _Pending((-priority, next(self._seq)), time.monotonic(), item, future)
         heapq.heappush(self._queues.setdefault(key, []), pending)
+        self._on_queued(self.queued)
         assert self._wakeup is not None
         self._wakeup.set()
         try:
@@ -113,6 +117,7 @@ class KeyedBatcher(Generic[T, R]):
                 continue
             await self._fill(key)
             batch = self._take(key)
+            self._on_queued(self.queued)
             if batch:
                 await self._execute(key, batch)
 

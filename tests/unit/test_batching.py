@@ -115,3 +115,20 @@ async def test_timeout_flushes_partial_batches(size):
     batcher = KeyedBatcher(rec.run, BatchSettings(max_batch_size=8, batch_wait_timeout_s=0.01))
     await asyncio.gather(*(batcher.submit("k", n) for n in range(size)))
     assert [len(b) for b in rec.batches] == [size]
+
+
+async def test_queue_depth_is_reported_as_items_arrive_not_only_per_batch():
+    rec = Recorder(delay=0.05)
+    depths: list[int] = []
+    batcher = KeyedBatcher(
+        rec.run,
+        BatchSettings(max_batch_size=1, batch_wait_timeout_s=0),
+        on_queued=depths.append,
+    )
+    first = asyncio.ensure_future(batcher.submit("k", "running"))
+    await asyncio.sleep(0.01)  # the first batch is running
+    rest = [asyncio.ensure_future(batcher.submit("k", f"q{n}")) for n in range(3)]
+    await asyncio.sleep(0)
+    assert depths[-3:] == [1, 2, 3]  # seen while the batch was still running
+    await asyncio.gather(first, *rest)
+    assert depths[-1] == 0
