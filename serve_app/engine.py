@@ -20,7 +20,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
 from serve_app.errors import BadRequest
-from serve_app.packing import Window, clip_segments, window_features
+from serve_app.packing import N_FRAMES, Window, clip_segments, window_features
 from serve_app.results import ChunkRequest, DecodeOptions, LanguageGuess, Segment, Word
 from serve_app.window_decode import decode_packed, to_numpy
 
@@ -109,10 +109,7 @@ class WhisperEngine:
         """Decode same-option chunks, one window each, in one batched generate call."""
         if not items:
             return []
-        opts = items[0].options
-        if any(item.options != opts for item in items):
-            raise ValueError("a batch must share one set of decode options")
-        if opts.language is None:
+        if items[0].options.language is None:
             raise ValueError("language must be resolved before batching")
         singles = [Window([i], [0.0]) for i in range(len(items))]
         return self.transcribe_windows(items, singles, gap_s=1.0, max_batch=len(items))
@@ -141,20 +138,20 @@ class WhisperEngine:
             group = windows[first : first + max_batch]
             singles = [w for w in group if not w.packed]
             if singles:
-                self._decode_singles(items, singles, tokenizer, out)
+                self._decode_singles(items, singles, opts, tokenizer, out)
             packed = [w for w in group if w.packed]
             if packed:
-                self._decode_packed(items, packed, tokenizer, gap_s, out)
+                self._decode_packed(items, packed, opts, tokenizer, gap_s, out)
         return out
 
     def _decode_singles(
         self,
         items: Sequence[ChunkRequest],
         windows: Sequence[Window],
+        opts: DecodeOptions,
         tokenizer: Tokenizer,
         out: list[list[Segment]],
     ) -> None:
-        opts = items[windows[0].items[0]].options
         chunks = [items[w.items[0]] for w in windows]
         features = np.stack([pad_or_trim(self.features(c.audio)) for c in chunks])
         metadata = [{"offset": c.offset, "duration": c.duration} for c in chunks]
@@ -169,11 +166,11 @@ class WhisperEngine:
         self,
         items: Sequence[ChunkRequest],
         windows: Sequence[Window],
+        opts: DecodeOptions,
         tokenizer: Tokenizer,
         gap_s: float,
         out: list[list[Segment]],
     ) -> None:
-        opts = items[windows[0].items[0]].options
         # Word timings are how a row's words are checked against its clip's span.
         options = self._transcription_options(replace(opts, word_timestamps=True), tokenizer)
         features = np.stack([window_features(w, items, self.features) for w in windows])
@@ -189,7 +186,7 @@ class WhisperEngine:
     def _silence(self) -> np.ndarray:
         """Encoder output of an empty window: what a lone clip sees around itself."""
         if self._silent_encoding is None:
-            mels = np.zeros((1, self.model.model.n_mels, 3000), dtype=np.float32)
+            mels = np.zeros((1, self.model.model.n_mels, N_FRAMES), dtype=np.float32)
             self._silent_encoding = to_numpy(self.model.encode(mels))[0]
         return self._silent_encoding
 

@@ -24,7 +24,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_compression_ratio
 
-from serve_app.packing import Window
+from serve_app.packing import ENCODER_FRAME_S, Window
 from serve_app.results import ChunkRequest
 
 # Budget per second of clip: fast English is ~4 text tokens/s; timestamps add two per
@@ -171,20 +171,22 @@ def _row_segments(
         segment_duration=row.end - row.start,
         seek=0,
     )
-    segments = [
-        {
-            "text": tokenizer.decode(sub["tokens"]),
-            "avg_logprob": cum_logprob / (seq_len + 1),
-            "no_speech_prob": result.no_speech_prob,
-            "tokens": [t for t in sub["tokens"] if t < tokenizer.eot],
-            "start": sub["start"],
-            "end": sub["end"],
-            "compression_ratio": get_compression_ratio(tokenizer.decode(sub["tokens"])),
-            "seek": 0,
-        }
-        for sub in subsegments
-    ]
-    frames = np.ascontiguousarray(encoded[None, round(first * 50) : round(last * 50) + 1])
+    segments = []
+    for sub in subsegments:
+        text = tokenizer.decode(sub["tokens"])
+        segments.append(
+            {
+                "text": text,
+                "avg_logprob": cum_logprob / (seq_len + 1),
+                "no_speech_prob": result.no_speech_prob,
+                "tokens": [t for t in sub["tokens"] if t < tokenizer.eot],
+                "start": sub["start"],
+                "end": sub["end"],
+                "compression_ratio": get_compression_ratio(text),
+                "seek": 0,
+            }
+        )
+    frames = np.ascontiguousarray(encoded[None, _frames(first) : _frames(last) + 1])
     model.add_word_timestamps(
         [segments],
         tokenizer,
@@ -227,12 +229,13 @@ def _own_tokens(tokenizer: Tokenizer, tokens: Sequence[int], row: _Row, gap_s: f
     return kept
 
 
+# One timestamp token per encoder frame.
 def _timestamp(tokenizer: Tokenizer, seconds: float) -> int:
-    return tokenizer.timestamp_begin + round(min(seconds, 30.0) / 0.02)
+    return tokenizer.timestamp_begin + round(min(seconds, 30.0) / ENCODER_FRAME_S)
 
 
 def _seconds(tokenizer: Tokenizer, token: int) -> float:
-    return (token - tokenizer.timestamp_begin) * 0.02
+    return (token - tokenizer.timestamp_begin) * ENCODER_FRAME_S
 
 
 def _window_end(window: Window, items: Sequence[ChunkRequest]) -> float:
