@@ -160,12 +160,7 @@ class SqlJobStore(JobStore):
     def lease_next(
         self, owner: str, lease_seconds: float, now: datetime | None = None
     ) -> Job | None:
-        at = self._now(now)
-        params = {
-            "owner": owner,
-            "now": at,
-            "lease_expires_at": at + timedelta(seconds=lease_seconds),
-        }
+        params = self._lease_params(owner, lease_seconds, now)
         with self._transaction() as tx:
             row = self._one(tx, "lease_next", params)
         return Job.from_row(row) if row is not None else None
@@ -173,15 +168,19 @@ class SqlJobStore(JobStore):
     def renew_lease(
         self, job_id: str, owner: str, lease_seconds: float, now: datetime | None = None
     ) -> bool:
+        params = {"id": job_id, **self._lease_params(owner, lease_seconds, now)}
+        with self._transaction() as tx:
+            return self._one(tx, "renew_lease", params) is not None
+
+    def _lease_params(
+        self, owner: str, lease_seconds: float, now: datetime | None
+    ) -> dict[str, Any]:
         at = self._now(now)
-        params = {
-            "id": job_id,
+        return {
             "owner": owner,
             "now": at,
             "lease_expires_at": at + timedelta(seconds=lease_seconds),
         }
-        with self._transaction() as tx:
-            return self._one(tx, "renew_lease", params) is not None
 
     def release_lease(self, job_id: str, owner: str) -> bool:
         params = {"id": job_id, "owner": owner, "now": self._now()}
