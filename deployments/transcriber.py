@@ -162,6 +162,7 @@ class Transcriber:
             "settings": self.batcher.settings.model_dump(),
             "packing": self.packing_enabled,
             "clips_per_window": dict(self.clips_per_window),
+            "packed_fallbacks": self.engine.packed_fallbacks,
         }
 
     async def _run_batch(self, items: Sequence[ChunkRequest]) -> list[ChunkResult]:

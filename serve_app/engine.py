@@ -69,6 +69,7 @@ class WhisperEngine:
         self.device = device
         self.compute_type = compute_type
         self._silent_encoding: np.ndarray | None = None
+        self.packed_fallbacks = 0  # packed clips whose row failed and were decoded alone
 
     @property
     def multilingual(self) -> bool:
@@ -177,11 +178,21 @@ class WhisperEngine:
         decoded = decode_packed(
             self.model, tokenizer, features, windows, items, options, gap_s, self._silence()
         )
+        alone: list[Window] = []
         for window, clips in zip(windows, decoded, strict=True):
             for position, segments in enumerate(clips):
-                out[window.items[position]] = clip_segments(
+                index = window.items[position]
+                if segments is None:
+                    alone.append(Window([index], [0.0]))
+                    continue
+                out[index] = clip_segments(
                     segments, window, position, items, gap_s, opts.word_timestamps
                 )
+        if alone:
+            # Rare: a row's decoder left its clip mid-speech; decoding alone is always right.
+            self.packed_fallbacks += len(alone)
+            logger.info("%d packed clip(s) decoded again alone", len(alone))
+            self._decode_singles(items, alone, opts, tokenizer, out)
 
     def _silence(self) -> np.ndarray:
         """Encoder output of an empty window: what a lone clip sees around itself."""

@@ -52,12 +52,12 @@ def decode_packed(
     options: TranscriptionOptions,
     gap_s: float,
     silence: np.ndarray,
-) -> list[list[list[dict]]]:
+) -> list[list[list[dict] | None]]:
     """Segments (window-relative times, with words) per window, per clip of the window.
 
-    `silence` is the encoder output of an empty window ([frames, width]). A row's segments
-    can still hold words of the next clip when the decoder ran on without a timestamp in
-    the gap; the caller keeps only words whose time lies in the clip.
+    `silence` is the encoder output of an empty window ([frames, width]). A clip whose row
+    failed (see `_own_tokens`) gets None: the caller decodes it alone. The caller still
+    keeps only words whose time lies in the clip.
     """
     encoded = to_numpy(model.encode(features))
     prompt = model.get_prompt(
@@ -97,7 +97,7 @@ def decode_packed(
         ):
             results[n] = result
 
-    out: list[list[list[dict]]] = [[[] for _ in window.items] for window in windows]
+    out: list[list[list[dict] | None]] = [[None for _ in window.items] for window in windows]
     for row, result in zip(rows, results, strict=True):
         out[row.window][row.position] = _row_segments(
             model, tokenizer, encoded[row.window], row, result, options, gap_s
@@ -150,17 +150,19 @@ def _row_segments(
     result,
     options: TranscriptionOptions,
     gap_s: float,
-) -> list[dict]:
-    """Split a row into timestamped segments and align its words.
+) -> list[dict] | None:
+    """Split a row into timestamped segments and align its words; None if it failed.
 
     Alignment runs on the encoder frames from just before the clip to where the row's
     text ends: starting at the window's first frame would stretch the first word back to
-    0 s, and stopping at the clip's end would squeeze words the row ran on into its span.
+    0 s.
     """
     generated = result.sequences_ids[0]
     seq_len = len(generated)
     cum_logprob = result.scores[0] * (seq_len**options.length_penalty)
     tokens = _own_tokens(tokenizer, generated, row, gap_s)
+    if tokens is None:
+        return None
     first = max(0.0, row.start - gap_s / 2)
     last = min(row.limit, _seconds(tokenizer, tokens[-1]) + gap_s / 2)
     subsegments, _, _ = model._split_segments_by_timestamps(
@@ -205,12 +207,14 @@ def _row_segments(
     return segments
 
 
-def _own_tokens(tokenizer: Tokenizer, tokens: Sequence[int], row: _Row, gap_s: float) -> list[int]:
+def _own_tokens(
+    tokenizer: Tokenizer, tokens: Sequence[int], row: _Row, gap_s: float
+) -> list[int] | None:
     """The row's tokens up to the first timestamp past its clip, ending with a timestamp.
 
-    The generated sequence starts with the prompt's timestamp. When the decoder ran on into
-    the next clip without a timestamp in the gap, the text keeps its real end time so
-    alignment can place (and the caller drop) the words that are not this clip's.
+    None when text runs straight on to a timestamp past the clip: with the other clips
+    silenced, that is the decoder jumping out of its clip mid-speech (seen as one word,
+    then a jump 15 s ahead), and the clip must be decoded alone instead.
     """
     boundary = row.end + gap_s / 2
     kept: list[int] = (
@@ -220,12 +224,10 @@ def _own_tokens(tokenizer: Tokenizer, tokens: Sequence[int], row: _Row, gap_s: f
     )
     for token in tokens:
         if token >= tokenizer.timestamp_begin and _seconds(tokenizer, token) > boundary:
-            if kept[-1] < tokenizer.timestamp_begin:
-                kept.append(token)
-            return kept
+            return kept if kept[-1] >= tokenizer.timestamp_begin else None
         kept.append(token)
-    if kept[-1] < tokenizer.timestamp_begin:
-        kept.append(_timestamp(tokenizer, row.limit))
+    if kept[-1] < tokenizer.timestamp_begin:  # ended without a closing timestamp
+        kept.append(_timestamp(tokenizer, row.end))
     return kept
 
 

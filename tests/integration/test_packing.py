@@ -192,3 +192,32 @@ def test_different_tenants_never_share_a_window(packing_app, clips):
     # The same clips from one tenant do share windows.
     together = _run_all(packing_app, clips[:6], ["same"] * 6, pack=True)
     assert max(c for r in together for c in r.window_clips) > 1
+
+
+def test_every_packed_clip_keeps_its_whole_transcript(model_cache, data_dir):
+    # With train.wav first in this window, tiny.en's row for it once said "The" and jumped
+    # 15 s ahead into the silenced frames, losing the clip; such a row is decoded alone.
+    from serve_app.audio import decode_audio, plan_chunks
+    from serve_app.config import PackingSettings
+    from serve_app.engine import WhisperEngine
+    from serve_app.models import resolve_weights
+    from serve_app.packing import plan_windows
+    from serve_app.results import ChunkRequest, DecodeOptions
+
+    engine = WhisperEngine(resolve_weights("bundled:tiny.en", model_cache), cpu_threads=2)
+    options = DecodeOptions(language="en", without_timestamps=False)
+    expected = {"train": "morning", "kitchen": "kettle", "numbers": "lunch", "weather": "breeze"}
+    items = []
+    for name in expected:
+        samples = decode_audio((data_dir / f"{name}.wav").read_bytes(), max_duration_s=60).samples
+        plan = plan_chunks(samples)
+        assert len(plan.chunks) == 1
+        meta = plan.metadata[0]
+        items.append(ChunkRequest(plan.chunks[0], meta["offset"], meta["duration"], options))
+    settings = PackingSettings()
+    windows = plan_windows(items, settings)
+    assert [w.items for w in windows] == [[0, 1, 2, 3]]
+    out = engine.transcribe_windows(items, windows, settings.gap_s, max_batch=8)
+    for (name, word), segments in zip(expected.items(), out, strict=True):
+        text = "".join(s.text for s in segments).lower()
+        assert word in text, (name, text, engine.packed_fallbacks)

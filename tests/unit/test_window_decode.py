@@ -21,16 +21,17 @@ def test_row_keeps_its_clip_and_drops_what_follows():
     assert _own_tokens(TOKENIZER, generated, ROW, gap_s=1.5) == generated[:7]
 
 
-def test_text_that_runs_on_keeps_its_real_end_time():
-    # No timestamp in the gap: the segment's end is where the text really ends, so the
-    # alignment can place the next clip's words there and the caller can drop them.
+def test_text_that_runs_past_the_clip_fails_the_row():
+    # The other clips are silenced, so text running straight on to a timestamp past the
+    # clip means the decoder jumped out of its clip mid-speech: decode the clip alone.
     generated = [ts(6.0), 5, 6, 7, 8, ts(14.0), ts(14.0), 9]
-    assert _own_tokens(TOKENIZER, generated, ROW, gap_s=1.5) == [ts(6.0), 5, 6, 7, 8, ts(14.0)]
+    assert _own_tokens(TOKENIZER, generated, ROW, gap_s=1.5) is None
+    assert _own_tokens(TOKENIZER, [ts(6.0), 5, ts(20.68), ts(20.68)], ROW, gap_s=1.5) is None
 
 
-def test_unterminated_text_is_closed_at_the_window_end():
-    assert _own_tokens(TOKENIZER, [ts(6.0), 5, 6], ROW, gap_s=1.5) == [ts(6.0), 5, 6, ts(20.0)]
-    assert _own_tokens(TOKENIZER, [5], ROW, gap_s=1.5) == [ts(6.0), 5, ts(20.0)]
+def test_unterminated_text_is_closed_at_the_clip_end():
+    assert _own_tokens(TOKENIZER, [ts(6.0), 5, 6], ROW, gap_s=1.5) == [ts(6.0), 5, 6, ts(10.0)]
+    assert _own_tokens(TOKENIZER, [5], ROW, gap_s=1.5) == [ts(6.0), 5, ts(10.0)]
 
 
 def test_a_row_cut_by_the_budget_is_redone_only_if_it_never_left_its_clip():
