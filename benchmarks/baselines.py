@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.clips import Clip
-from serve_app.audio import decode_audio, plan_chunks
-from serve_app.engine import WhisperEngine
-from serve_app.models import resolve_weights
-from serve_app.results import ChunkRequest, DecodeOptions
+from serve_app.inference.engine import WhisperEngine
+from serve_app.inference.protocol import ChunkRequest
+from serve_app.inference.weights import resolve_weights
+from serve_app.options import DecodeOptions
+from serve_app.pipeline.chunking import plan_chunks
+from serve_app.pipeline.decode import decode_audio
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Both runs decode the same VAD chunks with the same engine, options and batch size; the only
 difference is whether short clips of one tenant share a 30 s window
-(`serve_app.packing.plan_windows`). Run alone: `python -m benchmarks.packing [--clips 16]`.
+(`WindowPacker.plan`). Run alone: `python -m benchmarks.packing [--clips 16]`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from typing import Any
 
 from benchmarks.clips import Clip, generated_clips
 from benchmarks.report import wer
-from serve_app.audio import decode_audio, plan_chunks
 from serve_app.config import PackingSettings
-from serve_app.engine import WhisperEngine
-from serve_app.models import resolve_weights
-from serve_app.packing import Window, plan_windows
-from serve_app.results import ChunkRequest, DecodeOptions
+from serve_app.inference.engine import WhisperEngine
+from serve_app.inference.packing import Window, plan_windows
+from serve_app.inference.protocol import ChunkRequest
+from serve_app.inference.weights import resolve_weights
+from serve_app.options import DecodeOptions
+from serve_app.pipeline.chunking import plan_chunks
+from serve_app.pipeline.decode import decode_audio
 
 
 def _requests(clips: list[Clip], beam_size: int) -> tuple[list[ChunkRequest], list[str]]:

@@ -1,23 +1,24 @@
-"""Ingress: the HTTP app and the DeploymentHandle entry point of the service."""
+"""Ingress: the HTTP app and the DeploymentHandle entry point of the service (wiring only)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 import ray
 from fastapi import FastAPI
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
-from serve_app.api import build_http_app
 from serve_app.config import AppConfig
+from serve_app.http.app import build_http_app
+from serve_app.inference.protocol import Placement, ReplicaStats
+from serve_app.jobs.actor import RayTrackerClient, get_or_create_tracker
 from serve_app.jobs.frontend import JobsFrontend
-from serve_app.jobs.tracker import get_or_create_tracker
-from serve_app.results import TranscribeRequest, TranscriptionResult
-from serve_app.service import TranscriptionService
-
-logger = logging.getLogger("ray.serve")
+from serve_app.options import INTERACTIVE_PRIORITY, Caller, TranscribeOptions
+from serve_app.pipeline.clients import ray_clients
+from serve_app.pipeline.service import TranscriptionService
+from serve_app.results import TranscriptionResult
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -29,46 +30,46 @@ class Ingress:
     same path (and the same cross-request batches) as the HTTP routes.
     """
 
-    def __init__(self, config: AppConfig, transcribers: dict[str, Any]) -> None:
-        self.service = TranscriptionService(config, transcribers)
+    def __init__(self, config: AppConfig, transcribers: dict[str, DeploymentHandle]) -> None:
+        self.service = TranscriptionService(config, ray_clients(transcribers))
         self.jobs: JobsFrontend | None = None
         if config.jobs.enabled:
-            self.jobs = JobsFrontend(
-                config, self.service, lambda: get_or_create_tracker(config, transcribers)
-            )
+            tracker = RayTrackerClient(lambda: get_or_create_tracker(config, transcribers))
+            self.jobs = JobsFrontend(config, self.service, tracker)
 
     async def check_health(self) -> None:
         """Serve calls this every few seconds; it also brings back a tracker killed for good."""
         if self.jobs is not None:
-            await self.jobs.check_tracker()
+            await self.jobs.tracker.check()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self.service, self.jobs)
 
     async def transcribe(
-        self, audio: bytes | np.ndarray, request: TranscribeRequest | None = None, **options: Any
+        self,
+        audio: bytes | np.ndarray,
+        options: TranscribeOptions | None = None,
+        *,
+        tenant: str = "default",
+        priority: int = INTERACTIVE_PRIORITY,
+        **fields: Any,
     ) -> TranscriptionResult:
         """Transcribe encoded audio bytes or a 16 kHz mono float32 array.
 
-        Options are `TranscribeRequest` fields (model, task, language, prompt, temperature,
-        beam_size, word_timestamps, segment_timestamps, priority, tenant), given either as a
-        `TranscribeRequest` or as keyword arguments.
+        Options are a `TranscribeOptions`, or its fields as keyword arguments (model, task,
+        language, prompt, temperature, beam_size, word_timestamps, segment_timestamps,
+        pack); `tenant` and `priority` place the chunks in the shared batcher.
         """
-        if request is None:
-            request = TranscribeRequest(**options)
-        return await self.service.transcribe(audio, request)
+        if options is None or fields:
+            base = options.model_dump(exclude_unset=True) if options is not None else {}
+            options = TranscribeOptions.model_validate({**base, **fields})
+        return await self.service.transcribe(audio, options, Caller(tenant, priority))
 
-    async def describe(self) -> dict[str, Any]:
-        """Where this replica runs: node id and the Ray resources it was given."""
+    async def describe(self) -> Placement:
+        """Where this ingress replica runs: node id and the Ray resources it was given."""
         context = ray.get_runtime_context()
-        return {
-            "node_id": context.get_node_id(),
-            "assigned_resources": context.get_assigned_resources(),
-        }
+        return Placement(context.get_node_id(), dict(context.get_assigned_resources()))
 
-    async def stats(self) -> dict[str, Any]:
-        """Per-model batching statistics from every Transcriber replica reached."""
-        out: dict[str, Any] = {}
-        for name, handle in self.service._handles.items():
-            out[name] = await handle.stats.remote()
-        return out
+    async def stats(self) -> dict[str, ReplicaStats]:
+        """Per-model batching statistics from the Transcriber replica each call reaches."""
+        return {name: await client.stats() for name, client in self.service.models.items()}

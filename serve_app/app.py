@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ray.serve import Application
+from ray.serve.deployment import Deployment
 
 from deployments.ingress import Ingress
 from deployments.transcriber import Transcriber
@@ -39,16 +40,20 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
     if not isinstance(args, AppConfig):
         args = AppConfig.model_validate(args)
     transcribers = {
-        model.name: Transcriber.options(**transcriber_options(model)).bind(
-            model, str(args.cache_path), args.storage.s3
-        )
+        model.name: cast(Deployment, Transcriber)
+        .options(**transcriber_options(model))
+        .bind(model, str(args.cache_path), args.storage.s3)
         for model in args.models
     }
-    return Ingress.options(
-        num_replicas=args.ingress.num_replicas,
-        ray_actor_options={
-            "num_cpus": args.ingress.num_cpus,
-            "resources": dict(args.ingress.resources),
-        },
-        max_ongoing_requests=args.ingress.max_ongoing_requests,
-    ).bind(args, transcribers)
+    return (
+        cast(Deployment, Ingress)
+        .options(
+            num_replicas=args.ingress.num_replicas,
+            ray_actor_options={
+                "num_cpus": args.ingress.num_cpus,
+                "resources": dict(args.ingress.resources),
+            },
+            max_ongoing_requests=args.ingress.max_ongoing_requests,
+        )
+        .bind(args, transcribers)
+    )

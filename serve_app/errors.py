@@ -1,7 +1,7 @@
 """The one exception hierarchy of the service.
 
 Every error a client can cause or observe is a `ServiceError` with an HTTP status and a
-stable machine-readable code; `serve_app.api` maps them to responses in one handler.
+stable machine-readable code; `serve_app.http.errors` maps them to responses in one handler.
 """
 
 from __future__ import annotations

@@ -1,50 +1,34 @@
-"""Prometheus metrics: what the service records and where operators read it.
+"""Prometheus metrics: what the service records, defined in one place for every process.
 
 Every metric goes through Ray's metrics export (`ray.serve.metrics` in Serve replicas,
 `ray.util.metrics` in the job tracker), so replicas on every node report to their node's
 metrics agent and Ray's Prometheus service discovery finds them; nothing keeps a private
 registry that would only see one replica. Ray prefixes the names with `ray_`.
 
-- Ingress (this module's middleware): `whisper_http_requests_total` and
-  `whisper_http_request_seconds` by route template, method, model and status.
-- Transcriber (deployments/transcriber.py): batch size, batch seconds, queue wait, RTF,
-  audio seconds and queue depth per model.
-- JobTracker: `whisper_jobs_finished_total` by model and outcome,
+- Ingress (`RequestMetrics`, recorded by `serve_app.http.metrics`): `whisper_http_requests_total`
+  and `whisper_http_request_seconds` by route template, method, model and status.
+- Transcriber (`ReplicaMetrics`): batch size, batch seconds, queue wait, RTF, audio seconds,
+  queue depth and clips per window, per model.
+- JobTracker (`JobMetrics`): `whisper_jobs_finished_total` by model and outcome,
   `whisper_webhook_deliveries_total` by outcome (one per attempt).
-
-`GET /metrics` on the app re-serves those families plus Ray Serve's own `ray_serve_*`
-(replica counts, autoscaling targets, latencies) by scraping every alive node's metrics
-agent and merging the text, so one URL shows the whole cluster. Ray's agents export every
-few seconds, so a figure appears there a little after the event.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-import time
-from collections.abc import Iterable
+from typing import Any
 
-import httpx
-import ray
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import PlainTextResponse
 from ray.serve import metrics as serve_metrics
 from ray.util import metrics as ray_metrics
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.config import AppConfig
+from serve_app.inference.batcher import BatchRecord
 
-# Families `GET /metrics` re-serves (Ray adds the `ray_` namespace to application metrics).
-EXPORTED_PREFIXES = ("ray_whisper_", "ray_serve_")
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-NO_MODEL = "-"
+
+def _keys(*names: str) -> Any:
+    # Ray annotates tag_keys as a 1-tuple; any tuple of names is what it accepts.
+    return names
+
+
 _LATENCY_BOUNDARIES = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 300]
-# The model field of a multipart form: headers of the part, a blank line, the value.
-_MULTIPART_MODEL = re.compile(rb'name="model"[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{0,128})\r\n')
-_SNIFF_TAIL = 512  # bytes kept across body chunks so a field split between them is found
-_JSON_SNIFF_LIMIT = 64 * 1024
 
 
 class RequestMetrics:
@@ -54,13 +38,13 @@ class RequestMetrics:
         self.requests = serve_metrics.Counter(
             "whisper_http_requests_total",
             description="HTTP requests by route template, method, model and status code.",
-            tag_keys=("route", "method", "model", "status"),
+            tag_keys=_keys("route", "method", "model", "status"),
         )
         self.seconds = serve_metrics.Histogram(
             "whisper_http_request_seconds",
             description="Time from request start to the end of the response.",
             boundaries=_LATENCY_BOUNDARIES,
-            tag_keys=("route", "method", "model"),
+            tag_keys=_keys("route", "method", "model"),
         )
 
     def observe(self, route: str, method: str, model: str, status: int, seconds: float) -> None:
@@ -91,180 +75,64 @@ class JobMetrics:
         self.webhooks.inc(1, tags={"outcome": "ok" if ok else "failed"})
 
 
-class ModelSniffer:
-    """Finds the `model` field of a multipart or JSON body as it streams past.
-
-    The routes parse the body themselves; this only watches the chunks (a regex over each
-    one, plus a short tail) so the request counter can carry the model without buffering.
-    """
-
-    def __init__(self, content_type: str) -> None:
-        self.multipart = content_type.startswith("multipart/form-data")
-        self.json = content_type.startswith("application/json")
-        self.active = self.multipart or self.json
-        self.value: str | None = None
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> None:
-        if not self.active or self.value is not None or not chunk:
-            return
-        if self.multipart:
-            window = self._buffer + chunk
-            match = _MULTIPART_MODEL.search(window)
-            if match:
-                self.value = match.group(1).decode("utf-8", "replace").strip()
-            self._buffer = window[-_SNIFF_TAIL:]
-        elif len(self._buffer) + len(chunk) <= _JSON_SNIFF_LIMIT:
-            self._buffer += chunk
-        else:
-            self.active = False  # a huge JSON body: not worth holding for a label
-
-    def finish(self) -> None:
-        if self.json and self.active and self.value is None and self._buffer:
-            try:
-                body = json.loads(self._buffer)
-            except ValueError:
-                return
-            if isinstance(body, dict) and isinstance(body.get("model"), str):
-                self.value = body["model"]
+_BATCH_BOUNDARIES: list[float] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
 
 
-class RequestMetricsMiddleware:
-    """Counts every request by route template (not raw path), method, model and status.
+class ReplicaMetrics:
+    """One Transcriber replica's batching metrics (the `BatchObserver` it is given)."""
 
-    Outermost user middleware, so refusals by the upload limit are counted too; an
-    exception that escapes the app counts as 500.
-    """
-
-    def __init__(
-        self, app: ASGIApp, config: AppConfig, recorder: RequestMetrics | None = None
-    ) -> None:
-        self.app = app
-        self.ids = config.model_ids()
-        self.default_model = (config.resolve_model(None) or config.models[0]).name
-        self.recorder = recorder or RequestMetrics()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        sniffer = ModelSniffer(_header(scope, b"content-type"))
-        status = 500
-
-        async def watching_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                sniffer.feed(message.get("body", b""))
-                if not message.get("more_body", False):
-                    sniffer.finish()
-            return message
-
-        async def watching_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, watching_receive, watching_send)
-        finally:
-            route = scope.get("route")
-            self.recorder.observe(
-                getattr(route, "path", None) or "unmatched",
-                scope.get("method", ""),
-                self._model(scope, sniffer),
-                status,
-                time.perf_counter() - started,
+    def __init__(self, model: str) -> None:
+        def histogram(name: str, description: str, boundaries: list[float]) -> Any:
+            metric = serve_metrics.Histogram(
+                name, description=description, boundaries=boundaries, tag_keys=("model",)
             )
+            # Serve adds its own tags to the dict it is given, so each metric gets a copy.
+            metric.set_default_tags({"model": model})
+            return metric
 
-    def _model(self, scope: Scope, sniffer: ModelSniffer) -> str:
-        requested = scope.get("path_params", {}).get("model_id") or sniffer.value
-        if requested:
-            return self.ids.get(requested, "unknown")  # bounded label values
-        return self.default_model if sniffer.active else NO_MODEL
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1").lower()
-    return ""
-
-
-# ---- GET /metrics ------------------------------------------------------------------------
-
-
-def merge_exposition(texts: Iterable[str], prefixes: tuple[str, ...] = EXPORTED_PREFIXES) -> str:
-    """Merge Prometheus text from several agents into one exposition, keeping `prefixes`.
-
-    Each family keeps one HELP/TYPE header and the samples of every node, so a strict
-    parser does not see the same family twice.
-    """
-    headers: dict[str, list[str]] = {}
-    samples: dict[str, list[str]] = {}
-    for text in texts:
-        family = ""
-        for line in text.splitlines():
-            if line.startswith(("# HELP ", "# TYPE ")):
-                family = line.split(" ", 3)[2]
-                if family.startswith(prefixes):
-                    header = headers.setdefault(family, [])
-                    if not any(h.startswith(line[:7]) for h in header):
-                        header.append(line)
-                continue
-            if not line or line.startswith("#"):
-                continue
-            name = re.split(r"[{ ]", line, maxsplit=1)[0]
-            owner = family if family and name.startswith(family) else name
-            if owner.startswith(prefixes):
-                samples.setdefault(owner, []).append(line)
-    out: list[str] = []
-    for family in sorted(set(headers) | set(samples)):
-        out.extend(headers.get(family, []))
-        out.extend(samples.get(family, []))
-    return "\n".join(out) + "\n"
-
-
-async def scrape_ray_metrics(timeout_s: float = 5.0) -> tuple[str, list[str]]:
-    """Fetch every alive node's metrics agent; returns (merged text, failures)."""
-    nodes = await asyncio.to_thread(ray.nodes)
-    local_ip = ray.util.get_node_ip_address()
-    targets = []
-    for node in nodes:
-        port = int(node.get("MetricsExportPort") or 0)
-        if not node.get("Alive") or port <= 0:
-            continue
-        # The agent listens on every interface; nodes on this host are reached on loopback.
-        host = node["NodeManagerAddress"]
-        targets.append(f"http://{'127.0.0.1' if host == local_ip else host}:{port}/metrics")
-    async with httpx.AsyncClient(timeout=timeout_s) as client:
-        replies = await asyncio.gather(
-            *(client.get(url) for url in targets), return_exceptions=True
+        self.batch = histogram(
+            "whisper_batch_size", "Chunks decoded per batched generate call.", _BATCH_BOUNDARIES
         )
-    texts, failures = [], []
-    for url, reply in zip(targets, replies, strict=True):
-        if isinstance(reply, httpx.Response) and reply.status_code == 200:
-            texts.append(reply.text)
-        else:
-            failures.append(url)
-    return merge_exposition(texts), failures
+        self.batch_seconds = histogram(
+            "whisper_batch_seconds",
+            "Wall time of one batched decode.",
+            [0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+        )
+        self.queue_wait = histogram(
+            "whisper_chunk_queue_wait_seconds",
+            "Time the oldest chunk of a batch waited in the queue.",
+            [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32],
+        )
+        self.rtf = histogram(
+            "whisper_batch_rtf",
+            "Real-time factor of a batch (compute seconds / audio seconds).",
+            [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2],
+        )
+        self.clips = histogram(
+            "whisper_clips_per_window",
+            "Chunks that shared one 30 s window (window packing).",
+            [1.0, 2, 3, 4, 5, 6, 8, 10, 12],
+        )
+        self.audio = serve_metrics.Counter(
+            "whisper_audio_seconds_total",
+            description="Seconds of speech decoded.",
+            tag_keys=("model",),
+        )
+        self.audio.set_default_tags({"model": model})
+        self.queue = serve_metrics.Gauge(
+            "whisper_queue_depth", description="Chunks waiting for a batch.", tag_keys=("model",)
+        )
+        self.queue.set_default_tags({"model": model})
 
+    def batch_done(self, record: BatchRecord, audio_s: float, clips_per_window: list[int]) -> None:
+        self.batch.observe(record.size)
+        self.batch_seconds.observe(record.run_s)
+        self.queue_wait.observe(record.queue_wait_s)
+        self.audio.inc(audio_s)
+        if audio_s > 0:
+            self.rtf.observe(record.run_s / audio_s)
+        for clips in clips_per_window:
+            self.clips.observe(clips)
 
-def metrics_router() -> APIRouter:
-    """`GET /metrics`: the cluster's whisper_* and ray_serve_* metrics as Prometheus text."""
-    router = APIRouter(tags=["operations"])
-
-    @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-    async def prometheus_metrics() -> PlainTextResponse:
-        text, failures = await scrape_ray_metrics()
-        notes = "".join(f"# scrape failed: {url}\n" for url in failures)
-        return PlainTextResponse(notes + text, media_type=PROMETHEUS_TEXT)
-
-    return router
-
-
-def install_observability(app: FastAPI, config: AppConfig) -> None:
-    """Request metrics on every route (call after the other middlewares) + `GET /metrics`."""
-    app.add_middleware(RequestMetricsMiddleware, config=config)
-    app.include_router(metrics_router())
+    def queue_depth(self, depth: int) -> None:
+        self.queue.set(depth)

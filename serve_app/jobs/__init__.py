@@ -1,1 +1,1 @@
-"""Durable async jobs: the JobTracker actor, its runner, webhooks and the HTTP front end."""
+"""Durable async jobs: tracker, runner, retry policy, webhooks, views, ingress front end."""

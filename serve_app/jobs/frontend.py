@@ -11,13 +11,11 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ray.exceptions import ActorDiedError, RayActorError
-
-from serve_app.audio import sniff_not_audio
 from serve_app.config import AppConfig
 from serve_app.errors import (
     BackendUnavailable,
@@ -28,18 +26,21 @@ from serve_app.errors import (
     PayloadTooLarge,
     UnsupportedMedia,
 )
-from serve_app.formats import render
-from serve_app.jobs.tracker import job_summary
-from serve_app.netguard import check_url, fetch
-from serve_app.ratelimit import rate_limited
-from serve_app.results import TranscribeRequest, TranscriptionResult
-from serve_app.service import TranscriptionService
-from serve_app.stores import S3Settings, open_blob_store, open_job_store
+from serve_app.jobs.tracker import EventBatch, TrackerClient, TrackerUnavailable
+from serve_app.jobs.views import JobList, JobView
+from serve_app.options import TranscribeOptions
+from serve_app.pipeline.decode import sniff_not_audio
+from serve_app.pipeline.service import TranscriptionService
+from serve_app.results import TranscriptionResult
+from serve_app.security.netguard import check_url, fetch
+from serve_app.security.ratelimit import rate_limited
+from serve_app.stores import PresignedPost, S3Settings, open_blob_store, open_job_store
 from serve_app.stores import errors as store_errors
-from serve_app.stores.models import Job, JobStatus, NewJob, options_hash
+from serve_app.stores.records import Job, JobStatus, NewJob, options_hash
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
+KEEPALIVE = "keep-alive"  # an event name the SSE route renders as a comment line
 # Job ids are generated hex; anything else cannot name a job (and Postgres refuses NULs).
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -49,7 +50,7 @@ class JobSubmission:
     """A parsed POST /v1/jobs: exactly one audio source plus options."""
 
     tenant: str
-    request: TranscribeRequest
+    options: TranscribeOptions
     audio: bytes | None = None
     url: str | None = None
     upload_id: str | None = None
@@ -67,20 +68,23 @@ class JobsFrontend:
         self,
         config: AppConfig,
         service: TranscriptionService,
-        tracker_factory: Callable[[], Any],
+        tracker: TrackerClient,
     ) -> None:
         self.config = config
         self.service = service
-        self._tracker_factory = tracker_factory
-        self.tracker = tracker_factory()
+        self.tracker = tracker
         self.store = open_job_store(config.storage.database_url, migrate=True)
         self.blobs = open_blob_store(
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
         )
 
-    async def submit(self, sub: JobSubmission) -> tuple[dict[str, Any], bool]:
+    def close(self) -> None:
+        self.store.close()
+        self.blobs.close()
+
+    async def submit(self, sub: JobSubmission) -> tuple[JobView, bool]:
         """Returns (job view, created). Raises ServiceError subclasses."""
-        model = self.service.resolve_model(sub.request.model)
+        model = self.service.resolve_model(sub.options.model)
         jobs = self.config.jobs
         if sub.webhook_url:
             await asyncio.to_thread(
@@ -93,7 +97,8 @@ class JobsFrontend:
             await self._check_active_quota(sub.tenant, sub.max_active_jobs)
         audio = await self._audio(sub)
         sha = hashlib.sha256(audio).hexdigest()
-        options = job_options(sub.request)
+        # The row's model column names the model; options keep what else was asked.
+        options = sub.options.model_dump(mode="json", exclude={"model"})
         fingerprint = {
             "audio": sha,
             "model": model.name,
@@ -119,8 +124,8 @@ class JobsFrontend:
         # One thread hop for dedupe, audio object and row: submit latency is mostly these.
         job, created = await self._store(self._persist, new, audio)
         if created:
-            self.tracker.wake.remote()  # fire and forget: the poll would find it anyway
-        return job_summary(job), created
+            await self.tracker.wake()
+        return JobView.of(job), created
 
     def _persist(self, new: NewJob, audio: bytes) -> tuple[Job, bool]:
         """Dedupe, then the audio object, then the row that points at it (blocking)."""
@@ -146,12 +151,10 @@ class JobsFrontend:
         _known_id(job_id)
         return await self._store(self.store.get_job, job_id, tenant)
 
-    async def view(self, tenant: str, job_id: str) -> dict[str, Any]:
-        return job_summary(await self.get(tenant, job_id))
+    async def view(self, tenant: str, job_id: str) -> JobView:
+        return JobView.of(await self.get(tenant, job_id))
 
-    async def list(
-        self, tenant: str, status: str | None, limit: int, after: str | None
-    ) -> dict[str, Any]:
+    async def list(self, tenant: str, status: str | None, limit: int, after: str | None) -> JobList:
         try:
             wanted = JobStatus(status) if status else None
         except ValueError as exc:
@@ -160,84 +163,61 @@ class JobsFrontend:
             _known_id(after)
         jobs = await self._store(self.store.list_jobs, tenant, wanted, limit + 1, after)
         page = jobs[:limit]
-        return {
-            "object": "list",
-            "data": [job_summary(j) for j in page],
-            "has_more": len(jobs) > limit,
-            "next_after": page[-1].id if len(jobs) > limit and page else None,
-        }
+        return JobList(
+            data=[JobView.of(j) for j in page],
+            has_more=len(jobs) > limit,
+            next_after=page[-1].id if len(jobs) > limit and page else None,
+        )
 
-    async def result(self, tenant: str, job_id: str, fmt: str) -> str | dict[str, Any]:
+    async def result(self, tenant: str, job_id: str) -> tuple[Job, TranscriptionResult]:
+        """The job and its transcript; Conflict while it has none."""
         job = await self.get(tenant, job_id)
         if job.status != JobStatus.SUCCEEDED or not job.result_key:
             raise Conflict(f"job {job_id} has no result (status {job.status.value})")
-        data = json.loads(await self._store(self.blobs.get, job.result_key))
-        transcript = TranscriptionResult.from_dict(data)
-        grains = {"segment"} | ({"word"} if job.options.get("word_timestamps") else set())
-        return render(transcript, fmt, frozenset(grains))
+        data = await self._store(self.blobs.get, job.result_key)
+        return job, TranscriptionResult.from_json(data)
 
-    async def check_tracker(self, timeout_s: float = 5.0) -> bool:
-        """Re-create the tracker if it is gone for good; True when it answers.
-
-        Ray restarts a crashed tracker by itself; this covers what it will not restart: a
-        `ray.kill(..., no_restart=True)`, or restarts exhausted. The jobs wait in the store,
-        so the new tracker leases them as soon as it runs.
-        """
-        try:
-            await asyncio.wait_for(self.tracker.ping.remote(), timeout_s)
-            return True
-        except ActorDiedError:
-            logger.warning("job tracker is dead; creating a new one")
-            self.tracker = self._tracker_factory()
-        except (TimeoutError, RayActorError):
-            logger.warning("job tracker did not answer within %.0f s (restarting?)", timeout_s)
-        return False
-
-    async def cancel(self, tenant: str, job_id: str) -> dict[str, Any]:
+    async def cancel(self, tenant: str, job_id: str) -> JobView:
         _known_id(job_id)
         job = await self._store(self.store.cancel_job, job_id, tenant)
         if job.status == JobStatus.CANCELLED:
-            try:
-                await self.tracker.cancel.remote(job_id)
-            except RayActorError:
-                logger.warning("tracker unavailable while cancelling %s", job_id)
-        return job_summary(job)
+            await self.tracker.cancel(job_id)
+        return JobView.of(job)
 
-    async def events(self, tenant: str, job_id: str) -> AsyncIterator[str]:
-        """Server-sent events: a status snapshot, progress in order, then `done`."""
+    async def events(self, tenant: str, job_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(event, data) pairs: a status snapshot, progress in order, then `done`."""
         job = await self.get(tenant, job_id)
-        yield sse("status", job_summary(job))
+        yield "status", JobView.of(job).as_event()
         if job.status.is_terminal:
-            yield sse("done", job_summary(job))
+            yield "done", JobView.of(job).as_event()
             return
         after, epoch = 0, None
         while True:
             try:
-                reply = await self.tracker.events_since.remote(job_id, after, 10.0)
-            except RayActorError:
+                batch = await self.tracker.events_since(job_id, after, 10.0)
+            except TrackerUnavailable:
                 # The store still has the truth; a dead tracker is replaced, not waited for.
-                await self.check_tracker()
+                await self.tracker.check()
                 await asyncio.sleep(1.0)
-                reply = {"epoch": None, "events": []}
-            if reply["epoch"] is not None and reply["epoch"] != epoch:
+                batch = EventBatch("", [])
+            if batch.epoch and batch.epoch != epoch:
                 if epoch is not None:
-                    after = 0
-                epoch = reply["epoch"]
-            for event in reply["events"]:
+                    after = 0  # a new tracker numbers its events from 1 again
+                epoch = batch.epoch
+            for event in batch.events:
                 after = event["seq"]
-                yield sse(event["event"], event)
+                yield event["event"], event
                 if event["event"] == "done":
                     return
-            if not reply["events"]:
+            if not batch.events:
                 job = await self.get(tenant, job_id)
                 if job.status.is_terminal:
-                    yield sse("done", job_summary(job))
+                    yield "done", JobView.of(job).as_event()
                     return
-                yield ": keep-alive\n\n"
+                yield KEEPALIVE, {}
 
-    async def create_upload(self, tenant: str) -> dict[str, Any]:
-        import uuid
-
+    async def create_upload(self, tenant: str) -> tuple[str, PresignedPost]:
+        """A new upload id and the presigned POST that uploads it."""
         upload_id = uuid.uuid4().hex
         key = upload_key(tenant, upload_id)
         limit = self.config.limits.max_upload_bytes
@@ -247,14 +227,7 @@ class JobsFrontend:
             )
         except store_errors.Unsupported as exc:
             raise BadRequest("presigned uploads need an S3 blob store (storage.blob_url)") from exc
-        return {
-            "upload_id": upload_id,
-            "method": "POST",
-            "url": post["url"],
-            "fields": post["fields"],
-            "expires_at": post["expires_at"],
-            "max_bytes": limit,
-        }
+        return upload_id, post
 
     async def _audio(self, sub: JobSubmission) -> bytes:
         sources = [s for s in (sub.audio, sub.url, sub.upload_id) if s is not None]
@@ -304,25 +277,6 @@ def _known_id(job_id: str) -> None:
         raise NotFound(f"job {job_id} not found")
 
 
-def job_options(request: TranscribeRequest) -> dict[str, Any]:
-    return {
-        "task": request.task,
-        "language": request.language,
-        "prompt": request.prompt,
-        "temperature": request.temperature,
-        "beam_size": request.beam_size,
-        "word_timestamps": request.word_timestamps,
-        "segment_timestamps": request.segment_timestamps,
-        "pack": request.pack,
-    }
-
-
 def upload_key(tenant: str, upload_id: str) -> str:
     tenant_part = hashlib.sha256(tenant.encode()).hexdigest()[:16]
     return f"uploads/{tenant_part}/{upload_id}"
-
-
-def sse(event: str, data: dict[str, Any]) -> str:
-    seq = data.get("seq")
-    head = f"id: {seq}\n" if seq is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"

@@ -7,39 +7,20 @@ the result object has a deterministic key and is written before the row that poi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from serve_app.errors import ServiceError
-from serve_app.results import (
-    ChunkResult,
-    LanguageGuess,
-    Segment,
-    TranscribeRequest,
-    Word,
-)
-from serve_app.service import PreparedAudio, TranscriptionService
+from serve_app.inference.protocol import ChunkResult
+from serve_app.options import Caller, TranscribeOptions
+from serve_app.pipeline.service import PreparedAudio, TranscriptionService
+from serve_app.results import LanguageGuess, segments_adapter
 from serve_app.stores.blob import BlobStore
 from serve_app.stores.job_store import JobStore
-from serve_app.stores.models import Job
+from serve_app.stores.records import Job
 
 logger = logging.getLogger(__name__)
-
-# Errors that retrying cannot fix: the input itself is bad.
-PERMANENT_CODES = frozenset(
-    {
-        "bad_request",
-        "empty_file",
-        "model_not_found",
-        "payload_too_large",
-        "audio_too_long",
-        "unsupported_media_type",
-        "undecodable_audio",
-    }
-)
 
 Publish = Callable[[str, dict[str, Any]], None]
 
@@ -48,21 +29,9 @@ def result_key(job_id: str) -> str:
     return f"results/{job_id}.json"
 
 
-def request_for(job: Job) -> TranscribeRequest:
-    options = dict(job.options)
-    return TranscribeRequest(
-        model=job.model,
-        task=options.get("task", "transcribe"),
-        language=options.get("language"),
-        prompt=options.get("prompt"),
-        temperature=float(options.get("temperature", 0.0)),
-        beam_size=int(options.get("beam_size", 5)),
-        word_timestamps=bool(options.get("word_timestamps", False)),
-        segment_timestamps=bool(options.get("segment_timestamps", True)),
-        pack=bool(options.get("pack", True)),
-        priority=job.priority,
-        tenant=job.tenant,
-    )
+def job_options(job: Job) -> TranscribeOptions:
+    """The options a job was submitted with (stored by `TranscribeOptions.model_dump`)."""
+    return TranscribeOptions.model_validate({**job.options, "model": job.model})
 
 
 def chunk_to_record(result: ChunkResult, language: LanguageGuess) -> dict[str, Any]:
@@ -75,10 +44,7 @@ def chunk_to_record(result: ChunkResult, language: LanguageGuess) -> dict[str, A
 
 
 def record_to_chunk(record: dict[str, Any]) -> ChunkResult:
-    segments = [
-        Segment(**{**s, "words": [Word(**w) for w in s["words"]] if s.get("words") else None})
-        for s in record["segments"]
-    ]
+    segments = segments_adapter().validate_python(record["segments"])
     return ChunkResult(segments=segments, batch_size=int(record.get("batch_size", 1)))
 
 
@@ -108,7 +74,9 @@ class JobRunner:
             first = next(iter(done.values()))
             language = LanguageGuess(first["language"], float(first["language_probability"]))
         audio = await asyncio.to_thread(self.blobs.get, job.audio_key or "")
-        prepared = await self.service.prepare(audio, request_for(job), language=language)
+        prepared = await self.service.prepare(
+            audio, job_options(job), Caller(job.tenant, job.priority), language=language
+        )
         total = len(prepared.plan.chunks)
         await asyncio.to_thread(self.store.set_total_chunks, job.id, total)
         publish(
@@ -148,15 +116,11 @@ class JobRunner:
         self, job: Job, prepared: PreparedAudio, results: dict[int, ChunkResult]
     ) -> str:
         transcript = self.service.assemble(prepared, results)
-        body = json.dumps(transcript.to_dict()).encode()
+        body = transcript.to_json()
         key = result_key(job.id)
         # The object first: a row never points at a result that is not there.
         await asyncio.to_thread(self.blobs.put, key, body, "application/json")
         return key
-
-
-def is_permanent(exc: BaseException) -> bool:
-    return isinstance(exc, ServiceError) and exc.code in PERMANENT_CODES
 
 
 def _ratio(done: int, total: int) -> float:

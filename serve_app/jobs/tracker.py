@@ -1,41 +1,97 @@
-"""JobTracker: a named, detached Ray actor that owns the job queue.
+"""JobTracker: the job queue's owner (run as a named, detached Ray actor by `jobs.actor`).
 
 It leases runnable jobs from the job store (priority, then FIFO), runs at most
 `max_concurrent_jobs` at once through the same batching path as interactive requests,
 renews leases while it works, retries with capped exponential backoff, honours
 cancellation and delivers webhooks. All state lives in the job store, so a restarted
-tracker (or a whole new Ray cluster) picks up where the old one stopped.
+tracker (or a whole new Ray cluster) picks up where the old one stopped. Progress goes to
+one place, its in-memory event log, which SSE streams long-poll through `events_since`.
+
+No Ray here: it reaches models through `ModelClient`s, so `serve_app.testing` runs it
+in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
-from datetime import timedelta
-from typing import Any
-
-import ray
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from serve_app.config import AppConfig
+from serve_app.inference.protocol import ModelClient
 from serve_app.jobs.eventlog import JobEventLog
-from serve_app.jobs.runner import JobRunner, is_permanent
+from serve_app.jobs.retry import is_permanent, retry_delay
+from serve_app.jobs.runner import JobRunner, Publish
+from serve_app.jobs.views import JobView
 from serve_app.jobs.webhooks import DeliveryAttempt, deliver
-from serve_app.netguard import check_url
-from serve_app.observability import JobMetrics
-from serve_app.service import TranscriptionService
-from serve_app.stores import S3Settings, open_blob_store, open_event_bus, open_job_store
-from serve_app.stores.models import Job, JobStatus, utcnow
+from serve_app.pipeline.service import TranscriptionService
+from serve_app.security.netguard import check_url
+from serve_app.stores import S3Settings, open_blob_store, open_job_store
+from serve_app.stores.records import Job, JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
 
-class JobTracker:
-    """The actor body (wrapped with `ray.remote` by `get_or_create_tracker`)."""
+class JobObserver(Protocol):
+    """Job outcome metrics (`serve_app.observability.JobMetrics` in the actor)."""
 
-    def __init__(self, config: AppConfig, transcribers: dict[str, Any]) -> None:
+    def job_finished(self, model: str, status: str) -> None: ...
+
+    def webhook_attempt(self, ok: bool) -> None: ...
+
+
+@dataclass
+class EventBatch:
+    """Events of one job after a sequence number; `epoch` changes when the tracker does."""
+
+    epoch: str
+    events: list[dict[str, Any]]
+
+
+@dataclass
+class TrackerStats:
+    worker_id: str
+    running: list[str]
+    chunks_computed: int
+    duplicate_checkpoints: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class TrackerClient(Protocol):
+    """What the ingress calls on the tracker: a Ray actor, or one in-process in tests."""
+
+    async def wake(self) -> None:
+        """A job was submitted: look at the queue now (best effort, never raises)."""
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop a running job whose row is already cancelled (best effort, never raises)."""
+
+    async def events_since(self, job_id: str, after: int, timeout_s: float) -> EventBatch:
+        """Raises `TrackerUnavailable` when the tracker cannot answer right now."""
+
+    async def check(self, timeout_s: float = 5.0) -> bool:
+        """True when the tracker answers; brings back one that is gone for good."""
+
+
+class TrackerUnavailable(RuntimeError):
+    """The tracker is restarting or gone; the store still holds every job."""
+
+
+class JobTracker:
+    """Leases and runs jobs; call `start()` inside the event loop that should run them."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        models: Mapping[str, ModelClient],
+        observer: JobObserver | None = None,
+    ) -> None:
         self.config = config
         self.jobs_config = config.jobs
         self.worker_id = f"tracker-{uuid.uuid4().hex[:12]}"
@@ -44,17 +100,32 @@ class JobTracker:
         self.blobs = open_blob_store(
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
         )
-        self.bus = open_event_bus(config.storage.redis_url)
-        self.service = TranscriptionService(config, transcribers)
+        self.service = TranscriptionService(config, models)
         self.events = JobEventLog()
         self.runner = JobRunner(self.service, self.store, self.blobs, self.worker_id)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.outcomes: dict[str, int] = {}
-        self.metrics = JobMetrics()
+        self.observer = observer
         self._wakeup = asyncio.Event()
-        # Async actors run __init__ inside their event loop, so the loop can start here.
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the queue loop in the running event loop."""
         self._loop_task = asyncio.get_running_loop().create_task(self._main())
         logger.info("JobTracker %s started", self.worker_id)
+
+    async def stop(self) -> None:
+        """Stop the queue loop and the running jobs (their leases expire and recover)."""
+        tasks = [t for t in (self._loop_task, *self.running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        """Release the stores and decode workers (after `stop`)."""
+        self.service.close()
+        self.store.close()
+        self.blobs.close()
 
     # ---- actor API -------------------------------------------------------------------
 
@@ -70,18 +141,18 @@ class JobTracker:
         task.cancel()
         return True
 
-    async def events_since(self, job_id: str, after: int, timeout_s: float) -> dict[str, Any]:
+    async def events_since(self, job_id: str, after: int, timeout_s: float) -> EventBatch:
         events = await self.events.since(job_id, after, min(timeout_s, 30.0))
-        return {"epoch": self.epoch, "events": events}
+        return EventBatch(self.epoch, events)
 
-    async def stats(self) -> dict[str, Any]:
-        return {
-            "worker_id": self.worker_id,
-            "running": sorted(self.running),
-            "chunks_computed": self.runner.chunks_computed,
-            "duplicate_checkpoints": self.runner.duplicate_checkpoints,
-            "outcomes": dict(self.outcomes),
-        }
+    async def stats(self) -> TrackerStats:
+        return TrackerStats(
+            worker_id=self.worker_id,
+            running=sorted(self.running),
+            chunks_computed=self.runner.chunks_computed,
+            duplicate_checkpoints=self.runner.duplicate_checkpoints,
+            outcomes=dict(self.outcomes),
+        )
 
     async def ping(self) -> str:
         return self.worker_id
@@ -113,9 +184,9 @@ class JobTracker:
                 return
             task = asyncio.get_running_loop().create_task(self._run(job))
             self.running[job.id] = task
-            task.add_done_callback(lambda _t, job_id=job.id: self._finished(job_id))
+            task.add_done_callback(functools.partial(self._finished, job.id))
 
-    def _finished(self, job_id: str) -> None:
+    def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self.running.pop(job_id, None)
         self._wakeup.set()
 
@@ -155,22 +226,19 @@ class JobTracker:
         if finished is not None:
             await self._terminal(finished, publish)
 
-    async def _failed(self, job: Job, exc: Exception, publish: Any) -> None:
+    async def _failed(self, job: Job, exc: Exception, publish: Publish) -> None:
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         permanent = is_permanent(exc) or job.attempts >= job.max_attempts
         retry_at = None
         if not permanent:
-            delay = min(
-                self.jobs_config.retry_base_s * 2 ** (job.attempts - 1),
-                self.jobs_config.retry_max_s,
-            )
-            retry_at = utcnow() + timedelta(seconds=delay)
+            delay = retry_delay(job.attempts, self.jobs_config)
+            retry_at = utcnow() + delay
             logger.warning(
                 "job %s attempt %d failed (%s); retry in %.1fs",
                 job.id,
                 job.attempts,
                 message,
-                delay,
+                delay.total_seconds(),
             )
         else:
             logger.warning("job %s failed permanently: %s", job.id, message)
@@ -184,18 +252,21 @@ class JobTracker:
         else:
             publish("progress", {"status": "queued", "error": message, "retry": True})
 
-    async def _terminal(self, job: Job, publish: Any) -> None:
+    async def _terminal(self, job: Job, publish: Publish) -> None:
         self.outcomes[job.status.value] = self.outcomes.get(job.status.value, 0) + 1
-        self.metrics.job_finished(job.model, job.status.value)
-        publish("done", job_summary(job))
+        if self.observer is not None:
+            self.observer.job_finished(job.model, job.status.value)
+        publish("done", JobView.of(job).as_event())
         if job.webhook_url:
             asyncio.get_running_loop().create_task(self._webhook(job))
 
     async def _webhook(self, job: Job) -> None:
-        body = json.dumps({"type": f"job.{job.status.value}", "job": job_summary(job)}).encode()
+        event = {"type": f"job.{job.status.value}", "job": JobView.of(job).as_event()}
+        body = json.dumps(event).encode()
 
         def record(attempt: DeliveryAttempt) -> None:
-            self.metrics.webhook_attempt(attempt.ok)
+            if self.observer is not None:
+                self.observer.webhook_attempt(attempt.ok)
             try:
                 self.store.record_webhook_delivery(
                     job.id, attempt.attempt, attempt.status_code, attempt.ok, attempt.error
@@ -220,55 +291,8 @@ class JobTracker:
             check_url=guard,
         )
 
-    def _publisher(self, job_id: str):
+    def _publisher(self, job_id: str) -> Publish:
         def publish(kind: str, data: dict[str, Any]) -> None:
-            event = self.events.append(job_id, kind, data)
-            try:
-                self.bus.publish_sync(f"job:{job_id}", event)
-            except Exception:  # progress fan-out is best effort; the store is the truth
-                logger.debug("event bus publish failed", exc_info=True)
+            self.events.append(job_id, kind, data)
 
         return publish
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    """The public view of a job (also the GET /v1/jobs/{id} body)."""
-    return {
-        "id": job.id,
-        "object": "job",
-        "status": job.status.value,
-        "model": job.model,
-        "priority": job.priority,
-        "progress": job.progress if job.status != JobStatus.SUCCEEDED else 1.0,
-        "done_chunks": job.done_chunks,
-        "total_chunks": job.total_chunks,
-        "attempts": job.attempts,
-        "error": job.error,
-        "options": job.options,
-        "metadata": job.metadata,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "result_available": job.status == JobStatus.SUCCEEDED and job.result_key is not None,
-    }
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def get_or_create_tracker(config: AppConfig, transcribers: dict[str, Any]) -> Any:
-    """The one tracker of this cluster: named, detached, restarted forever by Ray."""
-    jobs = config.jobs
-    actor_cls = ray.remote(JobTracker)
-    return actor_cls.options(
-        name=jobs.tracker_name,
-        namespace=jobs.namespace,
-        lifetime="detached",
-        get_if_exists=True,
-        max_restarts=-1,
-        max_task_retries=-1,
-        num_cpus=jobs.tracker_num_cpus,
-        resources=dict(jobs.tracker_resources),
-        max_concurrency=1000,
-    ).remote(config, transcribers)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from serve_app.netguard import pinned_request
+from serve_app.security.netguard import pinned_request
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Storage layer: job store (SQLite/Postgres), blob store (folder/S3), event bus (memory/Redis).
+"""Storage layer: job store (SQLite/Postgres) and blob store (folder/S3), picked by URL.
 
 Callers pick a backend by URL and program against the interfaces; nothing here reads the
 environment or opens anything at import time.
@@ -7,7 +7,6 @@ environment or opens anything at import time.
     postgresql://user:pass@host:5432/db
     file:///abs/dir, file:///~/dir
     s3://bucket/optional/prefix      (endpoint and credentials in S3Settings)
-    redis://host:6379/0              (None -> in-process bus)
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from .blob import BlobStore, FileBlobStore, PresignedPost, S3BlobStore, S3Settings
 from .errors import Conflict, InvalidKey, NotFound, StoreError, StoreUnavailable, Unsupported
-from .events import EventBus, MemoryEventBus, RedisEventBus, Subscription
 from .job_store import JobStore
-from .models import (
+from .records import (
     ApiKey,
     ChunkCheckpoint,
     Job,
@@ -33,26 +31,21 @@ __all__ = [
     "BlobStore",
     "ChunkCheckpoint",
     "Conflict",
-    "EventBus",
     "FileBlobStore",
     "InvalidKey",
     "Job",
     "JobStatus",
     "JobStore",
-    "MemoryEventBus",
     "NewJob",
     "NotFound",
     "PresignedPost",
-    "RedisEventBus",
     "S3BlobStore",
     "S3Settings",
     "StoreError",
     "StoreUnavailable",
-    "Subscription",
     "Unsupported",
     "WebhookDelivery",
     "open_blob_store",
-    "open_event_bus",
     "open_job_store",
     "options_hash",
 ]
@@ -121,13 +114,3 @@ def open_blob_store(blob_url: str, s3: S3Settings | None = None) -> BlobStore:
             raise
         return store
     raise ValueError(f"unsupported blob URL {blob_url!r}")
-
-
-def open_event_bus(redis_url: str | None) -> EventBus:
-    """Redis pub/sub for redis:// and rediss:// URLs; an in-process bus for None."""
-    if redis_url is None:
-        return MemoryEventBus()
-    scheme = urlsplit(redis_url).scheme.lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"unsupported Redis URL {_redact(redis_url)!r}")
-    return RedisEventBus(redis_url)

@@ -24,7 +24,7 @@ from botocore.config import Config
 
 from .closeable import Closeable
 from .errors import InvalidKey, NotFound, StoreError, StoreUnavailable, Unsupported
-from .models import utcnow
+from .records import utcnow
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .closeable import Closeable
 from .errors import StoreError
-from .models import ApiKey, ChunkCheckpoint, Job, JobStatus, NewJob, WebhookDelivery
+from .records import ApiKey, ChunkCheckpoint, Job, JobStatus, NewJob, WebhookDelivery
 
 _BLOCK_RE = re.compile(r"^-- name: (?P<name>\w+)(?: \((?P<dialect>\w+)\))?\s*$", re.MULTILINE)
 _MIGRATION_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.sql$")

@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from .errors import Conflict, NotFound, StoreError, StoreUnavailable
 from .job_store import load_queries
-from .models import Row, to_utc, utcnow
+from .records import Row, to_utc, utcnow
 from .sql_store import Clock, SqlJobStore, Tx
 
 # `:name` -> `%(name)s`; the lookbehind leaves `::type` casts and `12:30`-style text alone.
@@ -81,17 +81,19 @@ class PostgresJobStore(SqlJobStore):
         super().__init__(clock)
         # Bytes: psycopg's typed API wants literal or bytes queries, not arbitrary str.
         self._queries = {k: _to_pyformat(v).encode() for k, v in load_queries(self.dialect).items()}
-        self._pool = psycopg_pool.ConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout_s,
-            open=False,
-            # Autocommit so that every unit of work is an explicit `conn.transaction()`.
-            kwargs={"autocommit": True, "row_factory": dict_row},
-            # Re-validate idle connections: the server may have restarted since they were used.
-            check=psycopg_pool.ConnectionPool.check_connection,
-            name="job-store",
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = (
+            psycopg_pool.ConnectionPool(
+                conninfo,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout_s,
+                open=False,
+                # Autocommit so that every unit of work is an explicit `conn.transaction()`.
+                kwargs={"autocommit": True, "row_factory": dict_row},
+                # Re-validate idle connections: the server may have restarted since they were used.
+                check=psycopg_pool.ConnectionPool.check_connection,
+                name="job-store",
+            )
         )
         try:
             self._pool.open(wait=True, timeout=timeout_s)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .errors import Conflict, NotFound, StoreError
 from .job_store import JobStore, load_migrations
-from .models import (
+from .records import (
     ApiKey,
     ChunkCheckpoint,
     Job,

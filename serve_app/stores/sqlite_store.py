@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import Conflict, NotFound, StoreError, StoreUnavailable
 from .job_store import load_queries
-from .models import Row, canonical_json, to_utc, utcnow
+from .records import Row, canonical_json, to_utc, utcnow
 from .sql_store import Clock, SqlJobStore, Tx
 
 MEMORY = ":memory:"

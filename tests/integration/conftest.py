@@ -120,7 +120,7 @@ def direct_pipelines(model_cache: Path) -> dict[str, Any]:
     """Plain faster-whisper BatchedInferencePipelines in the test process (the reference)."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from serve_app.models import resolve_weights
+    from serve_app.inference.weights import resolve_weights
 
     out = {}
     for name in ("tiny.en", "base"):

@@ -13,6 +13,7 @@ directory so the cluster's address file never redirects another `ray.init()` her
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -61,7 +62,8 @@ def transcriber_describe(model: str) -> dict[str, Any]:
     from serve_app.config import ModelConfig
 
     name = ModelConfig(name=model).deployment_name
-    return serve.get_deployment_handle(name, app_name=APP_NAME).describe.remote().result()
+    handle = serve.get_deployment_handle(name, app_name=APP_NAME)
+    return dataclasses.asdict(handle.describe.remote().result())
 
 
 def actor_nodes(class_names: list[str]) -> dict[str, list[str]]:
@@ -111,7 +113,9 @@ def run(cache_dir: str, audio_dir: Path, temp_dir: Path) -> dict[str, Any]:
                 for n in ray.nodes()
                 if n["Alive"]
             },
-            "ingress": serve.get_app_handle(APP_NAME).describe.remote().result(),
+            "ingress": dataclasses.asdict(
+                serve.get_app_handle(APP_NAME).describe.remote().result()
+            ),
             "transcribers": {model: transcriber_describe(model) for model in GPU_SHARES},
         }
         with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=300) as client:
@@ -127,7 +131,7 @@ def run(cache_dir: str, audio_dir: Path, temp_dir: Path) -> dict[str, Any]:
             report["texts"] = texts
             report["job"] = run_job(client, audio_dir / "weather.wav")
             # After the job: the Ingress creates the tracker without waiting for it.
-            report["actors"] = actor_nodes(["JobTracker", "ServeController", "ProxyActor"])
+            report["actors"] = actor_nodes(["TrackerActor", "ServeController", "ProxyActor"])
             scrape = client.get("/metrics")
             report["metrics"] = {
                 "status": scrape.status_code,

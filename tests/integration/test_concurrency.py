@@ -45,8 +45,7 @@ def test_concurrent_requests_share_batches(whisper_app, http, data_dir):
 
     after = whisper_app.handle.stats.remote().result()["tiny.en"]
     new_batches = {
-        int(size): count - before["batch_sizes"].get(size, 0)
-        for size, count in after["batch_sizes"].items()
+        size: count - before.batch_sizes.get(size, 0) for size, count in after.batch_sizes.items()
     }
     shared = {size: n for size, n in new_batches.items() if size > 1 and n > 0}
     assert shared, f"no batch held chunks of more than one request: {new_batches}"

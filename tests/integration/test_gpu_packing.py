@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from serve_app.inference.protocol import ReplicaInfo
 from tests.integration.conftest import GPU_SHARES, transcribe
 
 pytestmark = pytest.mark.integration
@@ -18,19 +19,19 @@ def test_models_share_one_gpu_in_configured_fractions(whisper_app, http, data_di
         for name in GPU_SHARES
     }
     for name, info in describes.items():
-        assert info["assigned_resources"]["GPU"] == pytest.approx(GPU_SHARES[name])
-        assert info["gpu_ids"] == ["0"]  # Ray really assigned (a share of) GPU 0…
-        assert (info["device"], info["compute_type"]) == ("cpu", "int8")  # …CUDA is absent
+        assert info.assigned_resources["GPU"] == pytest.approx(GPU_SHARES[name])
+        assert info.gpu_ids == ("0",)  # Ray really assigned (a share of) GPU 0…
+        assert (info.device, info.compute_type) == ("cpu", "int8")  # …CUDA is absent
     # Both replicas sit on the one GPU: what is left is 1 - 0.25 - 0.5.
     assert ray.available_resources().get("GPU", 0) == pytest.approx(1 - sum(GPU_SHARES.values()))
-    assert describes["tiny.en"]["node_id"] == describes["base"]["node_id"]
+    assert describes["tiny.en"].node_id == describes["base"].node_id
 
     for name, clip, word in (("base", "hello.wav", "world"), ("tiny.en", "train.wav", "train")):
         response = transcribe(http, data_dir / clip, model=name)
         assert response.status_code == 200 and word in response.json()["text"].lower()
 
 
-def _describe(app_name: str, model: str) -> dict:
+def _describe(app_name: str, model: str) -> ReplicaInfo:
     from ray import serve
 
     from serve_app.config import ModelConfig

@@ -29,7 +29,7 @@ def test_handle_from_a_ray_task(whisper_app, http, data_dir):
 
 
 def test_handle_accepts_numpy_audio(whisper_app, http, data_dir):
-    from serve_app.audio import decode_audio
+    from serve_app.pipeline.decode import decode_audio
 
     samples = decode_audio((data_dir / "weather.wav").read_bytes(), max_duration_s=60).samples
     expected = transcribe(http, data_dir / "weather.wav", model="tiny.en").json()["text"]

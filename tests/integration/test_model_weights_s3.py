@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from serve_app.config import S3Config
-from serve_app.models import WeightsError, resolve_weights, s3_client
+from serve_app.inference.weights import WeightsError, resolve_weights, s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_weights_from_s3_prefix(s3_settings, s3_bucket, tmp_path):
         assert (local / path.name).read_bytes() == path.read_bytes()
     assert resolve_weights(f"s3://{s3_bucket}/{prefix}/", cache, s3) == local  # cached
 
-    from serve_app.engine import WhisperEngine
+    from serve_app.inference.engine import WhisperEngine
 
     assert not WhisperEngine(local, cpu_threads=1).multilingual
 

@@ -49,7 +49,7 @@ def test_models_land_on_the_gpu_node_in_fractions_and_the_rest_on_the_head(model
 
     assert report["ingress"]["node_id"] == head
     assert report["ingress"]["assigned_resources"]["head"] == pytest.approx(0.01)
-    for actor in ("JobTracker", "ServeController", "ProxyActor"):
+    for actor in ("TrackerActor", "ServeController", "ProxyActor"):
         assert report["actors"][actor] == [head], actor
 
     # Served across nodes: HTTP on the head, decoding on the GPU node, a job via the tracker.

@@ -159,7 +159,7 @@ def test_one_tenant_shares_windows_at_equal_accuracy(packing_app, clips):
 
 def _clip_windows(handle) -> Counter[int]:
     stats = handle.stats.remote().result()["tiny.en"]
-    return Counter({int(k): v for k, v in stats["clips_per_window"].items()})
+    return Counter(stats.clips_per_window)
 
 
 def test_http_callers_can_turn_packing_off(packing_app, clips, ray_instance):
@@ -197,12 +197,14 @@ def test_different_tenants_never_share_a_window(packing_app, clips):
 def test_every_packed_clip_keeps_its_whole_transcript(model_cache, data_dir):
     # With train.wav first in this window, tiny.en's row for it once said "The" and jumped
     # 15 s ahead into the silenced frames, losing the clip; such a row is decoded alone.
-    from serve_app.audio import decode_audio, plan_chunks
     from serve_app.config import PackingSettings
-    from serve_app.engine import WhisperEngine
-    from serve_app.models import resolve_weights
-    from serve_app.packing import plan_windows
-    from serve_app.results import ChunkRequest, DecodeOptions
+    from serve_app.inference.engine import WhisperEngine
+    from serve_app.inference.packing import WindowPacker
+    from serve_app.inference.protocol import ChunkRequest
+    from serve_app.inference.weights import resolve_weights
+    from serve_app.options import DecodeOptions
+    from serve_app.pipeline.chunking import plan_chunks
+    from serve_app.pipeline.decode import decode_audio
 
     engine = WhisperEngine(resolve_weights("bundled:tiny.en", model_cache), cpu_threads=2)
     options = DecodeOptions(language="en", without_timestamps=False)
@@ -214,10 +216,10 @@ def test_every_packed_clip_keeps_its_whole_transcript(model_cache, data_dir):
         assert len(plan.chunks) == 1
         meta = plan.metadata[0]
         items.append(ChunkRequest(plan.chunks[0], meta["offset"], meta["duration"], options))
-    settings = PackingSettings()
-    windows = plan_windows(items, settings)
+    packer = WindowPacker(PackingSettings(), enabled=True)
+    windows = packer.plan(items)
     assert [w.items for w in windows] == [[0, 1, 2, 3]]
-    out = engine.transcribe_windows(items, windows, settings.gap_s, max_batch=8)
+    out = engine.transcribe_windows(items, windows, max_batch=8, packer=packer)
     for (name, word), segments in zip(expected.items(), out, strict=True):
         text = "".join(s.text for s in segments).lower()
         assert word in text, (name, text, engine.packed_fallbacks)

@@ -72,7 +72,7 @@ def test_probes_and_docs_are_public_everything_else_needs_a_key(app, keys):
 
 
 def test_missing_unknown_malformed_and_revoked_keys_get_one_401(app, keys, capsys):
-    from serve_app.cli import main
+    from serve_app.client.cli import main
 
     db = ["--database-url", app.config.storage.database_url, "--tenant", "tenant-a"]
     assert main(["keys", "create", *db, "--name", "temp"]) == 0

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_app.audio import DecoderPool, decode_audio
 from serve_app.errors import AudioTooLong, UndecodableAudio, UnsupportedMedia
+from serve_app.pipeline.decode import decode_audio
+from serve_app.pipeline.sandbox import DecoderPool
 
 
 @pytest.fixture

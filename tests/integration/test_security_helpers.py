@@ -33,7 +33,7 @@ class SecurityApp:
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def create_key(self, tenant: str, name: str) -> str:
-        from serve_app.auth import create_key
+        from serve_app.security.keys import create_key
         from serve_app.stores import open_job_store
 
         with open_job_store(self.config.storage.database_url) as store:

@@ -15,7 +15,13 @@ import httpx
 import pytest
 
 from serve_app.errors import BadRequest, PayloadTooLarge
-from serve_app.netguard import Resolver, check_url, fetch, is_public_address, pinned_request
+from serve_app.security.netguard import (
+    Resolver,
+    check_url,
+    fetch,
+    is_public_address,
+    pinned_request,
+)
 
 BLOCKED = [
     "127.0.0.1",

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from serve_app.auth import Principal
 from serve_app.config import RateLimitConfig, RateLimitSettings
 from serve_app.errors import RateLimited
-from serve_app.ratelimit import RateLimiter
+from serve_app.security.keys import Principal
+from serve_app.security.ratelimit import RateLimiter
 from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.integration

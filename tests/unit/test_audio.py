@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from faster_whisper.audio import decode_audio as fw_decode_audio
 
-from serve_app.audio import SAMPLE_RATE, decode_audio, plan_chunks, sniff_not_audio
 from serve_app.errors import AudioTooLong, EmptyFile, UndecodableAudio, UnsupportedMedia
+from serve_app.pipeline.chunking import plan_chunks
+from serve_app.pipeline.decode import SAMPLE_RATE, decode_audio, sniff_not_audio
 
 
 def encode(samples: np.ndarray, container: str, codec: str, rate: int = 16000) -> bytes:

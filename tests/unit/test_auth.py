@@ -11,12 +11,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serve_app import auth
-from serve_app.api import AccessMiddleware, install_error_handlers
-from serve_app.auth import AccessDep, Authenticator, create_key, generate_key, hash_key
 from serve_app.config import AppConfig, AuthConfig, RateLimitConfig
 from serve_app.errors import Unauthorized
-from serve_app.ratelimit import RateLimiter
+from serve_app.http.access import AccessDep
+from serve_app.http.errors import install_error_handlers
+from serve_app.http.middleware import AccessMiddleware
+from serve_app.security import keys as auth
+from serve_app.security.keys import Authenticator, create_key, generate_key, hash_key
+from serve_app.security.ratelimit import RateLimiter
 from serve_app.stores import JobStore, open_job_store
 
 
@@ -174,7 +176,7 @@ def test_middleware_rate_limits_with_retry_after(store):
 
 
 def test_admin_cli_creates_lists_and_revokes(tmp_path, capsys):
-    from serve_app.cli import main
+    from serve_app.client.cli import main
 
     db = ["--database-url", f"sqlite:///{tmp_path}/keys.db", "--tenant", "acme"]
     assert main(["keys", "create", *db, "--name", "ci"]) == 0

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from serve_app.batching import BatchRecord, KeyedBatcher
 from serve_app.config import BatchSettings
+from serve_app.inference.batcher import BatchRecord, KeyedBatcher
 
 
 class Recorder:

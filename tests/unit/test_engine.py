@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 from faster_whisper import BatchedInferencePipeline
 
-from serve_app.audio import decode_audio, plan_chunks, restore_timestamps
-from serve_app.engine import WhisperEngine, check_options
 from serve_app.errors import BadRequest
-from serve_app.models import resolve_weights
-from serve_app.results import ChunkRequest, DecodeOptions
+from serve_app.inference.engine import WhisperEngine
+from serve_app.inference.protocol import ChunkRequest, ReplicaInfo
+from serve_app.inference.weights import resolve_weights
+from serve_app.options import DecodeOptions
+from serve_app.pipeline.chunking import plan_chunks, restore_timestamps
+from serve_app.pipeline.decode import decode_audio
+from serve_app.pipeline.service import fit_to_model
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +23,7 @@ def engine(tmp_path_factory) -> WhisperEngine:
 
 def test_one_batch_of_chunks_from_three_files_equals_direct_runs(engine, data_dir):
     pipeline = BatchedInferencePipeline(engine.model)
-    options = check_options(DecodeOptions(), engine.multilingual, engine.supported_languages)
+    options = fit_to_model(DecodeOptions(), _info(engine.multilingual, engine.supported_languages))
     files = ["hello.wav", "story.flac", "numbers.wav"]
     plans, requests = {}, []
     for name in files:
@@ -49,9 +52,13 @@ def test_one_batch_of_chunks_from_three_files_equals_direct_runs(engine, data_di
 
 def test_option_checks(engine):
     with pytest.raises(BadRequest, match="English-only"):
-        check_options(DecodeOptions(task="translate"), False, ["en"])
+        fit_to_model(DecodeOptions(task="translate"), _info(False, ["en"]))
     with pytest.raises(BadRequest, match="unsupported language"):
-        check_options(DecodeOptions(language="xx"), True, ["en", "de"])
-    assert check_options(DecodeOptions(), False, ["en"]).language == "en"
-    assert check_options(DecodeOptions(), True, ["en"]).language is None
+        fit_to_model(DecodeOptions(language="xx"), _info(True, ["en", "de"]))
+    assert fit_to_model(DecodeOptions(), _info(False, ["en"])).language == "en"
+    assert fit_to_model(DecodeOptions(), _info(True, ["en"])).language is None
     assert engine.detect_language([]).language == "en"  # English-only model
+
+
+def _info(multilingual: bool, languages: list[str]) -> ReplicaInfo:
+    return ReplicaInfo("m", multilingual, tuple(languages), "cpu", "int8")

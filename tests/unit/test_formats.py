@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from serve_app.formats import format_timestamp, render
-from serve_app.results import DecodeOptions, Segment, TranscriptionResult, Word
+from serve_app.http.formats import format_timestamp, render
+from serve_app.http.schemas import TranscriptionJSON, VerboseTranscription
+from serve_app.options import DecodeOptions
+from serve_app.results import Segment, TranscriptionResult, Word
 
 
 def _result() -> TranscriptionResult:
@@ -63,16 +65,21 @@ def test_srt_and_vtt_skip_empty_cues():
 
 def test_json_text_and_verbose():
     result = _result()
-    assert render(result, "json") == {"text": "Hello there. Bye."}
+    assert render(result, "json") == TranscriptionJSON(text="Hello there. Bye.")
     assert render(result, "text") == "Hello there. Bye.\n"
-    body = render(result, "verbose_json", frozenset({"word"}))
+    body = _json(render(result, "verbose_json", frozenset({"word"})))
     assert body["task"] == "transcribe" and body["language"] == "en"
     assert [w["word"] for w in body["words"]] == ["Hello", "there.", "Bye."]
     assert "segments" not in body
-    body = render(result, "verbose_json")
+    body = _json(render(result, "verbose_json"))
     assert [s["id"] for s in body["segments"]] == [1, 2, 3] and "words" not in body
 
 
-def test_result_round_trips_through_dict():
+def _json(body: object) -> dict:
+    assert isinstance(body, VerboseTranscription)
+    return body.model_dump(mode="json", exclude_none=True)
+
+
+def test_result_round_trips_through_json():
     result = _result()
-    assert TranscriptionResult.from_dict(result.to_dict()) == result
+    assert TranscriptionResult.from_json(result.to_json()) == result

@@ -5,12 +5,14 @@ import asyncio
 import pytest
 
 from serve_app.errors import BackendUnavailable, BadRequest, UndecodableAudio
+from serve_app.http.jobs import sse
+from serve_app.inference.protocol import ChunkResult
 from serve_app.jobs.eventlog import JobEventLog
-from serve_app.jobs.frontend import sse
-from serve_app.jobs.runner import chunk_to_record, is_permanent, record_to_chunk
+from serve_app.jobs.retry import is_permanent
+from serve_app.jobs.runner import chunk_to_record, record_to_chunk
 from serve_app.jobs.webhooks import SignatureError, sign, verify
-from serve_app.netguard import check_url, is_public_address
-from serve_app.results import ChunkResult, LanguageGuess, Segment, Word
+from serve_app.results import LanguageGuess, Segment, Word
+from serve_app.security.netguard import check_url, is_public_address
 
 
 def test_webhook_signature_round_trip_and_replay_window():

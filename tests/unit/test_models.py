@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.models import (
+from serve_app.inference.weights import (
     BASE_MODEL_BIN_BYTES,
     WeightsError,
     resolve_weights,

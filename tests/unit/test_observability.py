@@ -8,7 +8,7 @@ from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.testclient import TestClient
 
 from serve_app.config import AppConfig
-from serve_app.observability import ModelSniffer, RequestMetricsMiddleware, merge_exposition
+from serve_app.http.metrics import ModelSniffer, RequestMetricsMiddleware, merge_exposition
 
 
 class Recorded:

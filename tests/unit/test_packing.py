@@ -3,16 +3,19 @@ from __future__ import annotations
 import numpy as np
 
 from serve_app.config import PackingSettings
-from serve_app.packing import clip_segments, plan_windows, slot_cost, window_features
-from serve_app.results import ChunkRequest, DecodeOptions
+from serve_app.inference.packing.decode import window_features
+from serve_app.inference.packing.plan import plan_windows, slot_cost
+from serve_app.inference.packing.split import clip_segments
+from serve_app.inference.protocol import ChunkRequest
+from serve_app.options import DecodeOptions
 
 SETTINGS = PackingSettings(max_clip_s=20, window_s=28, gap_s=1.0)  # not the defaults
 
 
-def clip(duration: float, tenant: str = "a", packable: bool = True, offset: float = 0.0):
+def clip(duration: float, tenant: str = "a", pack: bool = True, offset: float = 0.0):
     audio = np.full(int(duration * 16000), 0.1, dtype=np.float32)
     return ChunkRequest(
-        audio, offset, duration, DecodeOptions(language="en"), tenant=tenant, packable=packable
+        audio, offset, duration, DecodeOptions(language="en"), tenant=tenant, pack=pack
     )
 
 
@@ -29,7 +32,7 @@ def test_windows_never_mix_tenants_and_respect_the_length():
 
 
 def test_long_and_opted_out_chunks_get_their_own_window():
-    items = [clip(25), clip(3, packable=False), clip(3), clip(3)]
+    items = [clip(25), clip(3, pack=False), clip(3), clip(3)]
     windows = plan_windows(items, SETTINGS)
     assert [w.items for w in windows] == [[0], [1], [2, 3]]
     assert slot_cost(items[0], SETTINGS) == 1.0 and slot_cost(items[1], SETTINGS) == 1.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.auth import Principal
 from serve_app.config import RateLimitConfig, RateLimitSettings
 from serve_app.errors import RateLimited
-from serve_app.ratelimit import LocalBuckets, LocalSlots, RateLimiter, rate_limited
+from serve_app.security.keys import Principal
+from serve_app.security.ratelimit import LocalBuckets, LocalSlots, RateLimiter, rate_limited
 
 
 class FakeClock:

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import FastAPI, File, UploadFile
 from fastapi.testclient import TestClient
 
-from serve_app.api import UploadLimitMiddleware, install_error_handlers
+from serve_app.http.errors import install_error_handlers
+from serve_app.http.middleware import UploadLimitMiddleware
 
 
 def _app(limit: int) -> FastAPI:

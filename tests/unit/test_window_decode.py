@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from serve_app.window_decode import _cut_short, _frames, _own_tokens, _Row, _rows_view
+from serve_app.inference.packing.decode import _cut_short, _frames, _own_tokens, _Row, _rows_view
 
 TOKENIZER = SimpleNamespace(eot=100, timestamp_begin=1000)  # text tokens are < 100
 

@@ -20,7 +20,7 @@ def _long_audio(data_dir: Path, path: Path, repeats: int) -> Path:
 
     import numpy as np
 
-    from serve_app.audio import decode_audio
+    from serve_app.pipeline.decode import decode_audio
 
     samples = decode_audio((data_dir / "story.flac").read_bytes(), max_duration_s=600).samples
     with wave.open(str(path), "wb") as out:

@@ -198,8 +198,8 @@ def _wait_for(predicate, timeout: float = 30) -> None:
 
 
 def test_python_client_and_cli(jobs_app, data_dir, tmp_path, capsys):
-    from serve_app.cli import main
     from serve_app.client import JobError, JobsClient
+    from serve_app.client.cli import main
 
     seen = []
     with JobsClient(jobs_app.url) as client:

@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from serve_app.audio import decode_audio
+from serve_app.pipeline.decode import decode_audio
 from serve_app.stores import open_job_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,12 +54,12 @@ def test_tracker_killed_midway_loses_nothing_and_recomputes_nothing(real_jobs_ap
     errors = [(j["attempts"], j["error"]) for j in jobs if j["status"] != "succeeded"]
     assert not errors, errors
     stats = ray.get(app.tracker().stats.remote())
-    assert stats["worker_id"] != old_worker
+    assert stats.worker_id != old_worker
     total = sum(j["total_chunks"] for j in jobs)
     assert total == 40
     # After the restart only chunks without a checkpoint were computed, none twice.
-    assert stats["duplicate_checkpoints"] == 0
-    assert stats["chunks_computed"] <= total - before
+    assert stats.duplicate_checkpoints == 0
+    assert stats.chunks_computed <= total - before
     checkpoints = _checkpoints(app, ids)
     assert all(len(c) == 2 for c in checkpoints.values())
     by_old = sum(1 for cs in checkpoints.values() for c in cs if c.computed_by == old_worker)

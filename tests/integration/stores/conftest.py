@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from serve_app.stores import (
-    BlobStore,
-    EventBus,
-    JobStore,
-    open_blob_store,
-    open_event_bus,
-    open_job_store,
-)
+from serve_app.stores import BlobStore, JobStore, open_blob_store, open_job_store
 
 integration = pytest.mark.integration
 
@@ -59,15 +51,3 @@ def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobS
         store = open_blob_store(request.getfixturevalue("s3_bucket_url"), settings)
     with store:
         yield store
-
-
-@pytest_asyncio.fixture(
-    loop_scope="function", params=["memory", pytest.param("redis", marks=integration)]
-)
-async def event_bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
-    url = None if request.param == "memory" else str(request.getfixturevalue("redis_url"))
-    bus = open_event_bus(url)
-    try:
-        yield bus
-    finally:
-        await bus.aclose()

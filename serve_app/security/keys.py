@@ -1,7 +1,7 @@
 """API keys and tenants: `Authorization: Bearer ws_…` → `Principal(tenant, key_id, limits)`.
 
 Keys are random tokens shown once at creation; the job store keeps only their SHA-256.
-A request is authenticated from its headers alone (in `serve_app.api.AccessMiddleware`),
+A request is authenticated from its headers alone (in `serve_app.http.middleware.AccessMiddleware`),
 before any body is read, and every job, upload and result is scoped to the tenant found here.
 """
 
@@ -12,19 +12,14 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
-
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serve_app.config import AuthConfig, RateLimitConfig, RateLimitSettings
 from serve_app.errors import BackendUnavailable, Unauthorized
 from serve_app.stores import errors as store_errors
 from serve_app.stores.job_store import JobStore
-from serve_app.stores.models import ApiKey
+from serve_app.stores.records import ApiKey
 
 KEY_PREFIX = "ws_"
 # Longer tokens are refused before hashing: nothing we issue is that long.
@@ -156,54 +151,3 @@ def _bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN_CHARS:
         return None
     return token
-
-
-# ---- request-side access ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Access:
-    """What a route handler gets: the principal, and the limiter for its concurrency slot."""
-
-    principal: Principal
-    limiter: Any = None  # serve_app.ratelimit.RateLimiter; Any avoids an import cycle
-
-    @property
-    def tenant(self) -> str:
-        return self.principal.tenant
-
-    @property
-    def max_active_jobs(self) -> int | None:
-        enabled = self.limiter is not None and self.limiter.enabled
-        return self.principal.limits.max_active_jobs if enabled else None
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the key's concurrency slots (429 when all are taken)."""
-        if self.limiter is None:
-            yield
-            return
-        async with self.limiter.slot(self.principal):
-            yield
-
-
-_bearer = HTTPBearer(auto_error=False, description="An API key from `whisper-serve keys create`.")
-_FALLBACK = Access(
-    Principal("default", ANONYMOUS_KEY_ID, ANONYMOUS_KEY_ID, RateLimitSettings()), None
-)
-
-
-def get_access(
-    request: Request,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
-) -> Access:
-    """FastAPI dependency: the `Access` that AccessMiddleware attached to the request.
-
-    The bearer parameter only documents the scheme in OpenAPI; the middleware already checked
-    the header. Routers mounted without the middleware (unit tests) see the default tenant.
-    """
-    access = request.scope.get("state", {}).get("access")
-    return access if isinstance(access, Access) else _FALLBACK
-
-
-AccessDep = Annotated[Access, Depends(get_access)]

@@ -21,9 +21,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from serve_app.auth import Principal
 from serve_app.config import RateLimitConfig
 from serve_app.errors import RateLimited
+from serve_app.security.keys import Principal
 
 logger = logging.getLogger("ray.serve")
 

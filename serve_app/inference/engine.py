@@ -19,31 +19,15 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
-from serve_app.errors import BadRequest
-from serve_app.packing import N_FRAMES, Window, clip_segments, window_features
-from serve_app.results import ChunkRequest, DecodeOptions, LanguageGuess, Segment, Word
-from serve_app.window_decode import decode_packed, to_numpy
+from serve_app.inference.packing import N_FRAMES, Window, WindowPacker, to_numpy
+from serve_app.inference.protocol import ChunkRequest
+from serve_app.options import DecodeOptions
+from serve_app.results import LanguageGuess, Segment, Word
 
 logger = logging.getLogger(__name__)
 
 _PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 _APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001  (faster-whisper defaults)
-
-
-def check_options(
-    options: DecodeOptions, multilingual: bool, languages: Sequence[str]
-) -> DecodeOptions:
-    """Validate options against a model; returns them with the language settled if it can be."""
-    if options.task == "translate" and not multilingual:
-        raise BadRequest(
-            "this model is English-only and cannot translate; use a multilingual model"
-        )
-    language = options.language
-    if language is not None and language not in languages:
-        raise BadRequest(f"unsupported language {language!r} for this model")
-    if not multilingual:
-        language = "en"  # faster-whisper forces English on .en models
-    return options if language == options.language else options.with_language(language)
 
 
 class WhisperEngine:
@@ -103,9 +87,6 @@ class WhisperEngine:
         )
         return LanguageGuess(language, float(probability))
 
-    def check_options(self, options: DecodeOptions) -> DecodeOptions:
-        return check_options(options, self.multilingual, self.supported_languages)
-
     def transcribe_batch(self, items: Sequence[ChunkRequest]) -> list[list[Segment]]:
         """Decode same-option chunks, one window each, in one batched generate call."""
         if not items:
@@ -113,20 +94,20 @@ class WhisperEngine:
         if items[0].options.language is None:
             raise ValueError("language must be resolved before batching")
         singles = [Window([i], [0.0]) for i in range(len(items))]
-        return self.transcribe_windows(items, singles, gap_s=1.0, max_batch=len(items))
+        return self.transcribe_windows(items, singles, max_batch=len(items))
 
     def transcribe_windows(
         self,
         items: Sequence[ChunkRequest],
         windows: Sequence[Window],
-        gap_s: float,
         max_batch: int,
+        packer: WindowPacker | None = None,
     ) -> list[list[Segment]]:
         """Decode windows (single chunks or packed clips) in batches of `max_batch`.
 
         Returns segments per item, in item order. Single chunks go through the pipeline's
         own `forward`, so they equal a direct pipeline run; packed windows are decoded one
-        row per clip over a shared encoding (`serve_app.window_decode`).
+        row per clip over a shared encoding by `packer` (needed when a window is packed).
         """
         opts = items[0].options
         if any(item.options != opts for item in items):
@@ -142,7 +123,9 @@ class WhisperEngine:
                 self._decode_singles(items, singles, opts, tokenizer, out)
             packed = [w for w in group if w.packed]
             if packed:
-                self._decode_packed(items, packed, opts, tokenizer, gap_s, out)
+                if packer is None:
+                    raise ValueError("packed windows need the packer that planned them")
+                self._decode_packed(items, packed, opts, tokenizer, packer, out)
         return out
 
     def _decode_singles(
@@ -169,25 +152,25 @@ class WhisperEngine:
         windows: Sequence[Window],
         opts: DecodeOptions,
         tokenizer: Tokenizer,
-        gap_s: float,
+        packer: WindowPacker,
         out: list[list[Segment]],
     ) -> None:
         # Word timings are how a row's words are checked against its clip's span.
         options = self._transcription_options(replace(opts, word_timestamps=True), tokenizer)
-        features = np.stack([window_features(w, items, self.features) for w in windows])
-        decoded = decode_packed(
-            self.model, tokenizer, features, windows, items, options, gap_s, self._silence()
+        clips = packer.decode(
+            self.model,
+            tokenizer,
+            windows,
+            items,
+            options,
+            keep_words=opts.word_timestamps,
+            features=self.features,
+            silence=self._silence(),
         )
-        alone: list[Window] = []
-        for window, clips in zip(windows, decoded, strict=True):
-            for position, segments in enumerate(clips):
-                index = window.items[position]
-                if segments is None:
-                    alone.append(Window([index], [0.0]))
-                    continue
-                out[index] = clip_segments(
-                    segments, window, position, items, gap_s, opts.word_timestamps
-                )
+        alone = [Window([c.index], [0.0]) for c in clips if c.segments is None]
+        for clip in clips:
+            if clip.segments is not None:
+                out[clip.index] = clip.segments
         if alone:
             # Rare: a row's decoder left its clip mid-speech; decoding alone is always right.
             self.packed_fallbacks += len(alone)

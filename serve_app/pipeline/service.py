@@ -1,7 +1,8 @@
-"""TranscriptionService: audio in, transcript out, through the model deployments.
+"""TranscriptionService: audio in, transcript out, through the model replicas.
 
-Used by the HTTP routes, the DeploymentHandle entry and (later) the job tracker, so every
-caller goes through the same decode → VAD → cross-request batching path.
+Used by the HTTP routes, the DeploymentHandle entry and the job tracker, so every caller
+goes through the same decode → VAD → cross-request batching path. It talks to replicas
+only through `ModelClient`, so it runs the same against Ray or in-process replicas.
 """
 
 from __future__ import annotations
@@ -11,40 +12,24 @@ import copy
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import numpy as np
-from ray.exceptions import RayActorError
 
-from serve_app.audio import SAMPLE_RATE, ChunkPlan, DecoderPool, plan_chunks, restore_timestamps
 from serve_app.config import AppConfig, ModelConfig
-from serve_app.engine import check_options
-from serve_app.errors import (
-    AudioTooLong,
-    BackendUnavailable,
-    BadRequest,
-    EmptyFile,
-    Overloaded,
-    ServiceError,
-    UnknownModel,
-)
-from serve_app.results import (
-    ChunkRequest,
-    ChunkResult,
-    DecodeOptions,
-    LanguageGuess,
-    TranscribeRequest,
-    TranscriptionResult,
-)
+from serve_app.errors import AudioTooLong, BadRequest, EmptyFile, Overloaded, UnknownModel
+from serve_app.inference.protocol import ChunkRequest, ChunkResult, ModelClient, ReplicaInfo
+from serve_app.options import Caller, DecodeOptions, TranscribeOptions
+from serve_app.pipeline.chunking import ChunkPlan, plan_chunks, restore_timestamps
+from serve_app.pipeline.decode import SAMPLE_RATE
+from serve_app.pipeline.sandbox import DecoderPool
+from serve_app.results import LanguageGuess, TranscriptionResult
 
 logger = logging.getLogger("ray.serve")
 
-T = TypeVar("T")
 # Bounds object-store memory for very long files: chunks beyond this wait their turn.
 _MAX_CHUNKS_IN_FLIGHT = 32
-_CHUNK_RETRIES = 2
 
 
 @dataclass
@@ -55,25 +40,28 @@ class PreparedAudio:
     plan: ChunkPlan
     options: DecodeOptions
     language: LanguageGuess
-    priority: int
-    tenant: str
+    caller: Caller
     pack: bool = True
 
 
 class TranscriptionService:
     """Orchestrates one transcription across the per-model Transcriber deployments."""
 
-    def __init__(self, config: AppConfig, transcribers: Mapping[str, Any]) -> None:
-        missing = {m.name for m in config.models} - set(transcribers)
+    def __init__(self, config: AppConfig, models: Mapping[str, ModelClient]) -> None:
+        missing = {m.name for m in config.models} - set(models)
         if missing:
-            raise ValueError(f"no transcriber handle for models {sorted(missing)}")
+            raise ValueError(f"no model client for models {sorted(missing)}")
         self.config = config
-        self._handles = dict(transcribers)
-        self._info: dict[str, dict[str, Any]] = {}
+        self.models = dict(models)
+        self._info: dict[str, ReplicaInfo] = {}
         # Untrusted bytes are decoded in bounded child processes, started on first use.
         self._decoder = DecoderPool(
             config.limits.decode_workers, config.limits.decode_max_memory_mb
         )
+
+    def close(self) -> None:
+        """Stop the decode child processes."""
+        self._decoder.close()
 
     def resolve_model(self, requested: str | None) -> ModelConfig:
         model = self.config.resolve_model(requested)
@@ -82,16 +70,16 @@ class TranscriptionService:
             raise UnknownModel(f"model {requested!r} does not exist; available: {known}")
         return model
 
-    async def model_info(self, name: str) -> dict[str, Any]:
+    async def model_info(self, name: str) -> ReplicaInfo:
         if name not in self._info:
-            self._info[name] = await self._call(self._handles[name].describe.remote())
+            self._info[name] = await self.models[name].describe()
         return self._info[name]
 
     async def transcribe(
-        self, audio: bytes | np.ndarray, request: TranscribeRequest
+        self, audio: bytes | np.ndarray, options: TranscribeOptions, caller: Caller | None = None
     ) -> TranscriptionResult:
         """Transcribe or translate one audio input; raises ServiceError subclasses."""
-        prepared = await self.prepare(audio, request)
+        prepared = await self.prepare(audio, options, caller or Caller())
         try:
             return await asyncio.wait_for(
                 self._transcribe_prepared(prepared),
@@ -105,41 +93,38 @@ class TranscriptionService:
     async def prepare(
         self,
         audio: bytes | np.ndarray,
-        request: TranscribeRequest,
+        options: TranscribeOptions,
+        caller: Caller,
         *,
         language: LanguageGuess | None = None,
     ) -> PreparedAudio:
-        """Validate options, decode, cut VAD chunks and settle the language.
+        """Check options against the model, decode, cut VAD chunks and settle the language.
 
         `language` skips detection (a resumed job reuses what its first run detected).
         """
-        model = self.resolve_model(request.model)
-        info = await self.model_info(model.name)
-        options = check_options(request.decode_options(), info["multilingual"], info["languages"])
+        model = self.resolve_model(options.model)
+        decode = fit_to_model(options.decode_options(), await self.model_info(model.name))
         samples = await self._samples(audio)
         plan = await asyncio.to_thread(plan_chunks, samples)
         if language is None:
-            language = LanguageGuess(options.language or "en", 1.0)
-            if options.language is None and plan.chunks:
-                handle = self._handles[model.name]
-                language = await self._call(
-                    handle.detect_language.remote(_first_window(plan.chunks))
-                )
+            language = LanguageGuess(decode.language or "en", 1.0)
+            if decode.language is None and plan.chunks:
+                client = self.models[model.name]
+                language = await client.detect_language(_first_window(plan.chunks))
         return PreparedAudio(
             model=model.name,
             plan=plan,
-            options=options.with_language(language.language),
+            options=decode.with_language(language.language),
             language=language,
-            priority=request.priority,
-            tenant=request.tenant,
-            pack=request.pack,
+            caller=caller,
+            pack=options.pack,
         )
 
     async def run_chunks(
         self, prepared: PreparedAudio, indices: Iterable[int] | None = None
     ) -> AsyncIterator[tuple[int, ChunkResult]]:
         """Decode chunks through the shared batching path, yielding them as they finish."""
-        handle = self._handles[prepared.model]
+        client = self.models[prepared.model]
         wanted = range(len(prepared.plan.chunks)) if indices is None else list(indices)
         request_id = uuid.uuid4().hex
         semaphore = asyncio.Semaphore(_MAX_CHUNKS_IN_FLIGHT)
@@ -152,13 +137,13 @@ class TranscriptionService:
                     offset=meta["offset"],
                     duration=meta["duration"],
                     options=prepared.options,
-                    priority=prepared.priority,
-                    tenant=prepared.tenant,
+                    priority=prepared.caller.priority,
+                    tenant=prepared.caller.tenant,
                     request_id=request_id,
                     index=i,
-                    packable=prepared.pack,
+                    pack=prepared.pack,
                 )
-                return i, await self._transcribe_chunk(handle, chunk)
+                return i, await client.transcribe_chunk(chunk)
 
         tasks = [asyncio.ensure_future(one(i)) for i in wanted]
         try:
@@ -206,26 +191,6 @@ class TranscriptionService:
         )
         return transcript
 
-    async def _transcribe_chunk(self, handle: Any, chunk: ChunkRequest) -> ChunkResult:
-        for attempt in range(_CHUNK_RETRIES + 1):
-            try:
-                return await handle.transcribe_chunk.remote(chunk)
-            except RayActorError as exc:
-                # A replica died (crash, scale-down, node loss): the chunk is idempotent.
-                if attempt == _CHUNK_RETRIES:
-                    raise BackendUnavailable("the model replica is unavailable; retry") from exc
-                logger.warning("replica died during chunk %d; retrying", chunk.index)
-                await asyncio.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    async def _call(self, response: Awaitable[T]) -> T:
-        try:
-            return await response
-        except ServiceError:
-            raise
-        except RayActorError as exc:
-            raise BackendUnavailable("the model replica is unavailable; retry") from exc
-
     async def _samples(self, audio: bytes | np.ndarray) -> np.ndarray:
         limits = self.config.limits
         if isinstance(audio, np.ndarray):
@@ -238,6 +203,19 @@ class TranscriptionService:
             timeout_s=limits.decode_timeout_s,
         )
         return decoded.samples
+
+
+def fit_to_model(options: DecodeOptions, model: ReplicaInfo) -> DecodeOptions:
+    """Check options against what a model can do; settles the language where it can."""
+    if options.task == "translate" and not model.multilingual:
+        raise BadRequest(
+            "this model is English-only and cannot translate; use a multilingual model"
+        )
+    if options.language is not None and options.language not in model.languages:
+        raise BadRequest(f"unsupported language {options.language!r} for this model")
+    if not model.multilingual and options.language != "en":
+        return options.with_language("en")  # faster-whisper forces English on .en models
+    return options
 
 
 def _validate_array(audio: np.ndarray, max_duration_s: float) -> np.ndarray:

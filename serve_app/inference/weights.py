@@ -96,6 +96,8 @@ def _tiny_en() -> Path:
 
 def _package_data(package: str) -> Path:
     module = importlib.import_module(package)
+    if module.__file__ is None:
+        raise WeightsError(f"package {package} has no files on disk")
     return Path(module.__file__).parent / "data"
 
 

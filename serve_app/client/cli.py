@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from serve_app.client import JobError, JobsClient
-from serve_app.formats import RESPONSE_FORMATS
+from serve_app.options import RESPONSE_FORMATS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from serve_app.auth import create_key
+    from serve_app.security.keys import create_key
     from serve_app.stores import open_job_store
 
     with open_job_store(args.database_url, migrate=True) as store:

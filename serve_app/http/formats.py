@@ -1,13 +1,15 @@
-"""Render a TranscriptionResult in the OpenAI response formats."""
+"""Render a TranscriptionResult in the OpenAI response formats (wire models or text)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
-
+from serve_app.http.schemas import (
+    TranscriptionJSON,
+    VerboseTranscription,
+    WireSegment,
+    WireWord,
+)
 from serve_app.results import Segment, TranscriptionResult
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
-RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 MEDIA_TYPES: dict[str, str] = {
     "json": "application/json",
     "verbose_json": "application/json",
@@ -19,10 +21,10 @@ MEDIA_TYPES: dict[str, str] = {
 
 def render(
     result: TranscriptionResult, fmt: str, granularities: frozenset[str] = frozenset()
-) -> str | dict[str, Any]:
-    """JSON formats return a dict, text formats a string."""
+) -> str | TranscriptionJSON | VerboseTranscription:
+    """JSON formats return their wire model, text formats a string."""
     if fmt == "json":
-        return {"text": result.text}
+        return TranscriptionJSON(text=result.text)
     if fmt == "verbose_json":
         return verbose_json(result, granularities)
     if fmt == "text":
@@ -34,33 +36,35 @@ def render(
     raise ValueError(f"unknown response format {fmt!r}")
 
 
-def verbose_json(result: TranscriptionResult, granularities: frozenset[str]) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "task": result.options.task,
-        "language": result.language,
-        "duration": result.duration,
-        "text": result.text,
-        "model": result.model,
-    }
+def verbose_json(
+    result: TranscriptionResult, granularities: frozenset[str]
+) -> VerboseTranscription:
+    body = VerboseTranscription(
+        task=result.options.task,
+        language=result.language,
+        duration=result.duration,
+        text=result.text,
+        model=result.model,
+    )
     if not granularities or "segment" in granularities:
-        body["segments"] = [
-            {
-                "id": s.id,
-                "seek": s.seek,
-                "start": s.start,
-                "end": s.end,
-                "text": s.text,
-                "tokens": s.tokens,
-                "temperature": s.temperature,
-                "avg_logprob": s.avg_logprob,
-                "compression_ratio": s.compression_ratio,
-                "no_speech_prob": s.no_speech_prob,
-            }
+        body.segments = [
+            WireSegment(
+                id=s.id,
+                seek=s.seek,
+                start=s.start,
+                end=s.end,
+                text=s.text,
+                tokens=s.tokens,
+                temperature=s.temperature,
+                avg_logprob=s.avg_logprob,
+                compression_ratio=s.compression_ratio,
+                no_speech_prob=s.no_speech_prob,
+            )
             for s in result.segments
         ]
     if "word" in granularities:
-        body["words"] = [
-            {"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability}
+        body.words = [
+            WireWord(word=w.word.strip(), start=w.start, end=w.end, probability=w.probability)
             for w in result.words
         ]
     return body

@@ -1,4 +1,4 @@
-"""Decoding packed windows: one encoder pass per window, one decoder row per clip.
+"""Packing, step 2: one encoder pass per window, one decoder row per clip.
 
 The encoder is what packing saves: it costs a full 30 s pass whatever the clip length. The
 decoder is cheap by comparison, so each clip gets its own decoder row over the shared
@@ -14,7 +14,7 @@ before its decoder left the clip is decoded again without one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import ceil
 
@@ -24,8 +24,8 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_compression_ratio
 
-from serve_app.packing import ENCODER_FRAME_S, Window
-from serve_app.results import ChunkRequest
+from serve_app.inference.packing.plan import ENCODER_FRAME_S, FRAMES_PER_SECOND, N_FRAMES, Window
+from serve_app.inference.protocol import ChunkRequest
 
 # Budget per second of clip: fast English is ~4 text tokens/s; timestamps add two per
 # segment. Rows that need more are re-run without a budget, so this only trades speed.
@@ -103,6 +103,27 @@ def decode_packed(
             model, tokenizer, encoded[row.window], row, result, options, gap_s
         )
     return out
+
+
+def window_features(
+    window: Window, items: Sequence[ChunkRequest], features: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """The window's log-mel input: each clip's own features at its start, padding elsewhere.
+
+    Each clip is featurised alone, as it would be unpacked: Whisper normalises a log-mel
+    spectrogram against its loudest frame, so featurising the joined audio would rescale
+    a quiet clip against a loud neighbour. Outside the clips the value is the zero that
+    `pad_or_trim` pads a lone clip's window with.
+    """
+    parts = [
+        (round(start * FRAMES_PER_SECOND), features(items[i].audio))
+        for i, start in zip(window.items, window.starts, strict=True)
+    ]
+    mels = np.zeros((parts[0][1].shape[0], N_FRAMES), dtype=np.float32)
+    for column, part in parts:
+        width = min(part.shape[1], N_FRAMES - column)
+        mels[:, column : column + width] = part[:, :width]
+    return mels
 
 
 def _generate(

@@ -1,41 +1,22 @@
-"""HTTP routes of the job API; parsing only — the work is in JobsFrontend."""
+"""HTTP routes of the job API: parsing and rendering only; the work is in JobsFrontend."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
-from serve_app.auth import AccessDep
 from serve_app.errors import BadRequest
-from serve_app.formats import MEDIA_TYPES, ResponseFormat
-from serve_app.jobs.frontend import JobsFrontend, JobSubmission
-from serve_app.results import TranscribeRequest
-from serve_app.schemas import ERROR_RESPONSES
-
-
-class JobOptions(BaseModel):
-    """Options shared by every way of submitting a job."""
-
-    model: str | None = None
-    task: str = Field("transcribe", pattern="^(transcribe|translate)$")
-    language: str | None = Field(None, max_length=16)
-    prompt: str | None = Field(None, max_length=2000)
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
-    word_timestamps: bool = False
-    pack: bool = Field(True, description="Let short chunks share windows with this tenant's.")
-    priority: int | None = Field(None, ge=0, le=9)
-    webhook_url: str | None = Field(None, max_length=2048)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class JobJSON(JobOptions):
-    url: str | None = Field(None, max_length=4096)
-    upload_id: str | None = Field(None, max_length=64)
-
+from serve_app.http.access import AccessDep
+from serve_app.http.errors import validation_summary
+from serve_app.http.formats import MEDIA_TYPES, render
+from serve_app.http.schemas import ERROR_RESPONSES, JobRequest, ResponseFormat, UploadTicket
+from serve_app.jobs.frontend import KEEPALIVE, JobsFrontend, JobSubmission
+from serve_app.jobs.views import JobList, JobView
 
 _MULTIPART_SCHEMA = {
     "requestBody": {
@@ -47,37 +28,28 @@ _MULTIPART_SCHEMA = {
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         **{
-                            name: {"type": "string"}
-                            for name in (
-                                "model",
-                                "task",
-                                "language",
-                                "prompt",
-                                "temperature",
-                                "word_timestamps",
-                                "pack",
-                                "priority",
-                                "webhook_url",
-                                "metadata",
-                            )
+                            name: {"type": "string", "description": field.description or ""}
+                            for name, field in JobRequest.model_fields.items()
+                            if name not in ("url", "upload_id")
                         },
                     },
                 }
             },
-            "application/json": {"schema": JobJSON.model_json_schema()},
+            "application/json": {"schema": JobRequest.model_json_schema()},
         },
         "required": True,
     }
 }
 
 
-def build_jobs_router(jobs: JobsFrontend) -> APIRouter:
+def jobs_router(jobs: JobsFrontend) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["jobs"])
     default_priority = jobs.config.jobs.default_priority
 
     @router.post(
         "/jobs",
         status_code=202,
+        response_model=JobView,
         responses={**ERROR_RESPONSES, 200: {"description": "The same job again (dedupe)"}},
         openapi_extra=_MULTIPART_SCHEMA,
         summary="Submit a durable transcription job (multipart file, or JSON url/upload_id)",
@@ -98,64 +70,65 @@ def build_jobs_router(jobs: JobsFrontend) -> APIRouter:
                 raw = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
             if "metadata" in raw:
                 raw["metadata"] = _json_field(raw["metadata"], "metadata")
-            options: JobOptions = _validate(JobOptions, raw)
-            url = upload_id = None
+            parsed = _validate(raw)
         elif content_type.startswith("application/json"):
-            parsed = _validate(JobJSON, _json_field(await request.body(), "body"))
-            options, url, upload_id = parsed, parsed.url, parsed.upload_id
+            parsed = _validate(_json_field(await request.body(), "body"))
         else:
             raise BadRequest("send multipart/form-data with a file, or JSON with url/upload_id")
         submission = JobSubmission(
             tenant=access.tenant,
-            request=TranscribeRequest(
-                model=options.model,
-                task=options.task,  # type: ignore[arg-type]
-                language=(options.language or "").lower() or None,
-                prompt=options.prompt,
-                temperature=options.temperature,
-                word_timestamps=options.word_timestamps,
-                segment_timestamps=True,
-                pack=options.pack,
-                priority=options.priority if options.priority is not None else default_priority,
-                tenant=access.tenant,
-            ),
+            options=parsed.options(),
             audio=audio,
-            url=url,
-            upload_id=upload_id,
-            priority=options.priority if options.priority is not None else default_priority,
-            webhook_url=options.webhook_url,
-            metadata=options.metadata,
+            url=parsed.url,
+            upload_id=parsed.upload_id,
+            priority=parsed.priority if parsed.priority is not None else default_priority,
+            webhook_url=parsed.webhook_url,
+            metadata=parsed.metadata,
             idempotency_key=idempotency_key,
             max_active_jobs=access.max_active_jobs,
         )
         async with access.slot():
             view, created = await jobs.submit(submission)
-        return JSONResponse(view, status_code=202 if created else 200)
+        return JSONResponse(view.as_event(), status_code=202 if created else 200)
 
-    @router.get("/jobs", responses=ERROR_RESPONSES, summary="List jobs, newest first")
+    @router.get(
+        "/jobs",
+        response_model=JobList,
+        responses=ERROR_RESPONSES,
+        summary="List jobs, newest first",
+    )
     async def list_jobs(
         access: AccessDep,
         status: str | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         after: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> dict[str, Any]:
+    ) -> JobList:
         return await jobs.list(access.tenant, status, limit, after)
 
-    @router.get("/jobs/{job_id}", responses=ERROR_RESPONSES, summary="Job status and progress")
-    async def get_job(job_id: str, access: AccessDep) -> dict[str, Any]:
+    @router.get(
+        "/jobs/{job_id}",
+        response_model=JobView,
+        responses=ERROR_RESPONSES,
+        summary="Job status and progress",
+    )
+    async def get_job(job_id: str, access: AccessDep) -> JobView:
         return await jobs.view(access.tenant, job_id)
 
     @router.get("/jobs/{job_id}/result", responses=ERROR_RESPONSES, summary="Job transcript")
     async def get_result(
         job_id: str, access: AccessDep, format: ResponseFormat = "json"
     ) -> Response:
-        body = await jobs.result(access.tenant, job_id, format)
-        if isinstance(body, dict):
-            return JSONResponse(body)
-        return PlainTextResponse(body, media_type=MEDIA_TYPES[format])
+        job, transcript = await jobs.result(access.tenant, job_id)
+        grains = {"segment"} | ({"word"} if job.options.get("word_timestamps") else set())
+        body = render(transcript, format, frozenset(grains))
+        if isinstance(body, str):
+            return PlainTextResponse(body, media_type=MEDIA_TYPES[format])
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
-    @router.delete("/jobs/{job_id}", responses=ERROR_RESPONSES, summary="Cancel a job")
-    async def cancel_job(job_id: str, access: AccessDep) -> dict[str, Any]:
+    @router.delete(
+        "/jobs/{job_id}", response_model=JobView, responses=ERROR_RESPONSES, summary="Cancel a job"
+    )
+    async def cancel_job(job_id: str, access: AccessDep) -> JobView:
         return await jobs.cancel(access.tenant, job_id)
 
     @router.get(
@@ -164,7 +137,7 @@ def build_jobs_router(jobs: JobsFrontend) -> APIRouter:
         summary="Server-sent events: status, progress (with partial text), done",
     )
     async def job_events(job_id: str, access: AccessDep) -> StreamingResponse:
-        stream = jobs.events(access.tenant, job_id)
+        stream = _sse(jobs.events(access.tenant, job_id))
         first = await anext(stream)  # raises 404 before the stream starts
         return StreamingResponse(
             _prepend(first, stream),
@@ -172,14 +145,37 @@ def build_jobs_router(jobs: JobsFrontend) -> APIRouter:
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
-    @router.post("/uploads", responses=ERROR_RESPONSES, summary="Presigned S3 upload for a job")
-    async def create_upload(access: AccessDep) -> dict[str, Any]:
-        return await jobs.create_upload(access.tenant)
+    @router.post(
+        "/uploads",
+        response_model=UploadTicket,
+        responses=ERROR_RESPONSES,
+        summary="Presigned S3 upload for a job",
+    )
+    async def create_upload(access: AccessDep) -> UploadTicket:
+        upload_id, post = await jobs.create_upload(access.tenant)
+        return UploadTicket(
+            upload_id=upload_id,
+            url=post["url"],
+            fields=post["fields"],
+            expires_at=post["expires_at"],
+            max_bytes=jobs.config.limits.max_upload_bytes,
+        )
 
     return router
 
 
-async def _prepend(first: str, rest: Any) -> Any:
+def sse(event: str, data: dict[str, Any]) -> str:
+    seq = data.get("seq")
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+async def _sse(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> AsyncIterator[str]:
+    async for event, data in events:
+        yield ": keep-alive\n\n" if event == KEEPALIVE else sse(event, data)
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
     yield first
     async for item in rest:
         yield item
@@ -202,15 +198,12 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def _validate(model: type[BaseModel], raw: Any) -> Any:
+def _validate(raw: Any) -> JobRequest:
     if not isinstance(raw, dict):
         raise BadRequest("expected a JSON object")
     if _has_nul(raw):  # no store keeps NUL in text or JSON columns
         raise BadRequest("NUL characters are not allowed in job options")
     try:
-        return model.model_validate(raw)
+        return JobRequest.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise BadRequest(f"invalid job options: {problems}") from exc
+        raise BadRequest(f"invalid job options: {validation_summary(exc)}") from exc

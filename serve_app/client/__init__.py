@@ -1,0 +1,5 @@
+"""Client side: runs in the user's process and speaks only HTTP to the service."""
+
+from serve_app.client.jobs import JobError, JobsClient
+
+__all__ = ["JobError", "JobsClient"]

@@ -1,0 +1,1 @@
+"""Runs in the ingress: routes, error mapping, middlewares, wire schemas, response formats."""

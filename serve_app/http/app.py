@@ -1,0 +1,44 @@
+"""The ASGI app the ingress serves: routers, middlewares and the one error mapping."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from serve_app import __version__
+from serve_app.http.errors import install_error_handlers
+from serve_app.http.jobs import jobs_router
+from serve_app.http.metrics import install_observability
+from serve_app.http.middleware import AccessMiddleware, UploadLimitMiddleware
+from serve_app.http.routes import health_router, transcription_router
+from serve_app.jobs.frontend import JobsFrontend
+from serve_app.pipeline.service import TranscriptionService
+from serve_app.security.keys import Authenticator
+from serve_app.security.ratelimit import RateLimiter
+from serve_app.stores import JobStore, open_job_store
+
+
+def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = None) -> FastAPI:
+    """The ASGI app served by the ingress deployment (and in-process by `serve_app.testing`)."""
+    config = service.config
+    app = FastAPI(
+        title="whisper-serve",
+        version=__version__,
+        description="OpenAI-compatible speech-to-text on Ray Serve with cross-request batching.",
+    )
+    store: JobStore | None = jobs.store if jobs is not None else None
+    if config.auth.enabled and store is None:
+        store = open_job_store(config.storage.database_url, migrate=True)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=config.limits.max_upload_bytes)
+    # Added last = outermost: keys and rate limits are checked before any body is read.
+    app.add_middleware(
+        AccessMiddleware,
+        authenticator=Authenticator(config.auth, config.rate_limit, store),
+        limiter=RateLimiter(config.rate_limit, config.storage.redis_url),
+    )
+    install_error_handlers(app)
+    install_observability(app, config)  # after add_middleware: outermost, counts refusals
+    app.include_router(transcription_router(service))
+    app.include_router(health_router(service, config))
+    if jobs is not None:
+        app.include_router(jobs_router(jobs))
+    return app

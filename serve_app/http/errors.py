@@ -1,0 +1,105 @@
+"""The one place where exceptions become HTTP responses: `{"error": {"code", "message"}}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
+
+from serve_app.errors import BadRequest, ServiceError
+
+logger = logging.getLogger("ray.serve")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+}
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """The first few problems of a pydantic error, as `field: message`."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers or None)
+
+
+def _service_error(exc: BaseException) -> ServiceError | None:
+    """Find a ServiceError behind Ray wrappers and FastAPI's body-parsing wrapper."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, ServiceError) and hasattr(current, "message"):
+            return current
+        cause = getattr(current, "cause", None)  # ray.exceptions.RayTaskError
+        if isinstance(cause, ServiceError):
+            return cause
+        current = current.__cause__
+        seen += 1
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """The single place where exceptions become HTTP responses."""
+
+    @app.exception_handler(ServiceError)
+    async def on_service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(_service_error(exc) or exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
+            problems.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return error_response(BadRequest("invalid request: " + "; ".join(problems)))
+
+    @app.exception_handler(ValidationError)
+    async def on_model_error(_: Request, exc: ValidationError) -> JSONResponse:
+        return error_response(BadRequest("invalid request: " + validation_summary(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        inner = _service_error(exc)
+        if inner is not None:
+            return error_response(inner)
+        error = ServiceError(str(exc.detail))
+        error.status = exc.status_code
+        error.code = _STATUS_CODES.get(exc.status_code, "http_error")
+        return error_response(error)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        inner = _service_error(exc)
+        if inner is not None:
+            return error_response(inner)
+        logger.exception("unhandled error", exc_info=exc)
+        return error_response(ServiceError("internal error; the failure was logged"))
+
+
+async def send_json(send: Send, exc: ServiceError) -> None:
+    body = json.dumps(exc.to_body()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": exc.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,131 @@
+"""Transcription, model and health routes: parse HTTP, call the TranscriptionService, render."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from serve_app.config import AppConfig
+from serve_app.errors import ServiceError
+from serve_app.http.access import AccessDep, get_access
+from serve_app.http.formats import MEDIA_TYPES, render
+from serve_app.http.schemas import (
+    ERROR_RESPONSES,
+    Health,
+    ModelCard,
+    ModelList,
+    TranscriptionForm,
+    TranscriptionJSON,
+    VerboseTranscription,
+)
+from serve_app.inference.protocol import ReplicaInfo
+from serve_app.options import Caller, Task
+from serve_app.pipeline.service import TranscriptionService
+
+FormFile = Annotated[UploadFile, File(description="Audio file (wav, mp3, flac, ogg, m4a…)")]
+FormOptions = Annotated[TranscriptionForm, Form()]
+# `/docs` shows both JSON bodies; the text formats are plain text, srt or vtt.
+TRANSCRIPT_RESPONSES: dict[int | str, dict] = {
+    **ERROR_RESPONSES,
+    200: {
+        "model": TranscriptionJSON | VerboseTranscription,
+        "description": "The transcript in the requested response_format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+}
+
+
+def transcription_router(service: TranscriptionService) -> APIRouter:
+    router = APIRouter()
+    config = service.config
+
+    async def run(access: AccessDep, task: Task, file: UploadFile, form: TranscriptionForm):
+        options = form.options(task)
+        service.resolve_model(options.model)  # fail fast before reading a large body
+        async with access.slot():
+            data = await file.read()
+            result = await service.transcribe(data, options, Caller(tenant=access.tenant))
+        body = render(result, form.response_format, form.granularities)
+        if isinstance(body, str):
+            return PlainTextResponse(body, media_type=MEDIA_TYPES[form.response_format])
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True))
+
+    @router.post(
+        "/v1/audio/transcriptions",
+        responses=TRANSCRIPT_RESPONSES,
+        summary="Transcribe audio (OpenAI compatible)",
+        response_class=Response,
+    )
+    async def transcriptions(access: AccessDep, file: FormFile, form: FormOptions) -> Response:
+        return await run(access, "transcribe", file, form)
+
+    @router.post(
+        "/v1/audio/translations",
+        responses=TRANSCRIPT_RESPONSES,
+        summary="Translate audio into English text (OpenAI compatible)",
+        response_class=Response,
+    )
+    async def translations(access: AccessDep, file: FormFile, form: FormOptions) -> Response:
+        return await run(access, "translate", file, form)
+
+    @router.get(
+        "/v1/models",
+        response_model=ModelList,
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(get_access)],
+    )
+    async def list_models() -> ModelList:
+        cards = []
+        for ident, root in config.model_ids().items():
+            info = await _cached_info(service, root)
+            cards.append(_card(ident, root, info))
+        return ModelList(data=cards)
+
+    @router.get(
+        "/v1/models/{model_id}",
+        response_model=ModelCard,
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(get_access)],
+    )
+    async def get_model(model_id: str) -> ModelCard:
+        model = service.resolve_model(model_id)
+        return _card(model_id, model.name, await _cached_info(service, model.name))
+
+    return router
+
+
+def health_router(service: TranscriptionService, config: AppConfig) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    async def readyz() -> Response:
+        states: dict[str, str] = {}
+        for model in config.models:
+            try:
+                await asyncio.wait_for(service.model_info(model.name), timeout=5)
+                states[model.name] = "ready"
+            except (TimeoutError, ServiceError):
+                states[model.name] = "unavailable"
+        ok = all(s == "ready" for s in states.values())
+        health = Health(status="ok" if ok else "degraded", models=states)
+        return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
+
+    return router
+
+
+def _card(ident: str, root: str, info: ReplicaInfo | None) -> ModelCard:
+    return ModelCard(id=ident, root=root, multilingual=info.multilingual if info else None)
+
+
+async def _cached_info(service: TranscriptionService, name: str) -> ReplicaInfo | None:
+    try:
+        return await asyncio.wait_for(service.model_info(name), timeout=2)
+    except (TimeoutError, ServiceError):
+        return None

@@ -1,0 +1,166 @@
+"""Wire schemas (HTTP bodies) in one place; the routes use them and `/docs` shows them.
+
+Requests reuse the one options type, `serve_app.options.TranscribeOptions`; job views
+come from `serve_app.jobs.views`. Internal results are dataclasses (`serve_app.results`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.errors import BadRequest
+from serve_app.options import ResponseFormat, Task, TranscribeOptions
+
+Granularity = Literal["word", "segment"]
+# Formats that show segment times, so their decode needs timestamp tokens.
+TIMESTAMPED_FORMATS = frozenset({"srt", "vtt", "verbose_json"})
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable error code.")
+    message: str = Field(description="Human-readable explanation.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class TranscriptionJSON(BaseModel):
+    """`response_format=json`."""
+
+    text: str
+
+
+class WireWord(BaseModel):
+    word: str
+    start: float
+    end: float
+    probability: float | None = None
+
+
+class WireSegment(BaseModel):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class VerboseTranscription(BaseModel):
+    """`response_format=verbose_json`: segments (unless only words were asked for), words."""
+
+    task: Literal["transcribe", "translate"]
+    language: str
+    duration: float
+    text: str
+    model: str | None = None
+    segments: list[WireSegment] | None = None
+    words: list[WireWord] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "whisper-serve"
+    root: str = Field(description="Canonical model name this id resolves to.")
+    multilingual: bool | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    models: dict[str, str] = Field(default_factory=dict)
+
+
+class TranscriptionForm(TranscribeOptions):
+    """The form fields of /v1/audio/transcriptions and /translations besides `file`.
+
+    Unknown fields are ignored, as OpenAI does, so newer clients keep working.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    response_format: ResponseFormat = "json"
+    timestamp_granularities: list[Granularity] | None = Field(
+        None,
+        alias="timestamp_granularities[]",
+        description="word and/or segment; needs response_format=verbose_json",
+    )
+
+    @property
+    def granularities(self) -> frozenset[str]:
+        return frozenset(self.timestamp_granularities or ())
+
+    def options(self, task: Task) -> TranscribeOptions:
+        """The transcription options this form asks for (timestamps follow the format)."""
+        grains = self.granularities
+        if grains and self.response_format != "verbose_json":
+            raise BadRequest("timestamp_granularities requires response_format=verbose_json")
+        fields = self.model_dump(include=set(TranscribeOptions.model_fields))
+        fields.update(
+            task=task,
+            word_timestamps=self.word_timestamps or "word" in grains,
+            segment_timestamps=self.response_format in TIMESTAMPED_FORMATS,
+        )
+        return TranscribeOptions.model_validate(fields)
+
+
+class JobRequest(TranscribeOptions):
+    """POST /v1/jobs: the transcription options plus the job's own fields.
+
+    As JSON it names its audio by `url` or `upload_id`; as multipart the audio is the
+    `file` part and these are form fields.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    url: str | None = Field(None, max_length=4096, description="Audio to fetch (https)")
+    upload_id: str | None = Field(None, max_length=64, description="From POST /v1/uploads")
+    priority: int | None = Field(None, ge=0, le=9, description="Higher runs first")
+    webhook_url: str | None = Field(None, max_length=2048)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def options(self) -> TranscribeOptions:
+        """The transcription options alone, as the job stores them."""
+        fields = self.model_dump(include=set(TranscribeOptions.model_fields))
+        return TranscribeOptions.model_validate({**fields, "segment_timestamps": True})
+
+
+class UploadTicket(BaseModel):
+    """POST /v1/uploads: a presigned S3 POST for a job's audio."""
+
+    upload_id: str
+    method: Literal["POST"] = "POST"
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+    max_bytes: int
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Bad parameters or empty file",
+        401: "Missing or invalid API key (when auth is on)",
+        404: "Not found (also another tenant's job)",
+        409: "Conflict (idempotency key reused, or no result yet)",
+        413: "Upload or audio too large",
+        415: "Not an audio file",
+        422: "Audio could not be decoded",
+        429: "Rate limit or concurrency quota exceeded; see Retry-After",
+        503: "Overloaded or a backend is down",
+    }.items()
+}

@@ -1,0 +1,1 @@
+"""Runs in a model replica: engine, batcher, window packing, weights, replica core."""

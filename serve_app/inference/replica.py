@@ -1,0 +1,164 @@
+"""ModelReplica: one loaded model, its cross-request batcher and its window packer.
+
+This is the whole of a Transcriber replica except Ray: `deployments/transcriber.py` wraps
+it in a Serve deployment (device from Ray's GPU assignment, metrics, replica id), and
+`serve_app.testing` runs it in-process. Both call exactly this code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from serve_app.config import BatchSettings, ModelConfig
+from serve_app.errors import InferenceFailed, ServiceError
+from serve_app.inference.batcher import BatchRecord, KeyedBatcher
+from serve_app.inference.engine import WhisperEngine
+from serve_app.inference.packing import WindowPacker
+from serve_app.inference.protocol import ChunkRequest, ChunkResult, ReplicaInfo, ReplicaStats
+from serve_app.inference.weights import DevicePlan
+from serve_app.results import LanguageGuess
+
+logger = logging.getLogger("ray.serve")
+
+
+class BatchObserver(Protocol):
+    """Receives what each batch looked like (the deployment passes Prometheus metrics)."""
+
+    def batch_done(
+        self, record: BatchRecord, audio_s: float, clips_per_window: list[int]
+    ) -> None: ...
+
+    def queue_depth(self, depth: int) -> None: ...
+
+
+class ModelReplica:
+    """Decodes same-option chunks from all callers together, packing short ones."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        weights: Path,
+        device: DevicePlan,
+        *,
+        replica_id: str = "local",
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.config = model
+        self.device = device
+        self.replica_id = replica_id
+        self.observer = observer
+        self.engine = WhisperEngine(
+            weights,
+            device=device.device,
+            compute_type=device.compute_type,
+            cpu_threads=model.effective_cpu_threads,
+        )
+        # One thread: the model is a single compute resource; concurrency comes from batching.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        mode = model.packing.mode
+        self.packer = WindowPacker(
+            model.packing, enabled=mode == "on" or (mode == "auto" and device.device == "cpu")
+        )
+        self.batcher: KeyedBatcher[ChunkRequest, ChunkResult] = KeyedBatcher(
+            self._run_batch,
+            model.batching,
+            on_batch=self._record_batch,
+            on_queued=observer.queue_depth if observer is not None else None,
+            cost=self.packer.cost if self.packer.enabled else None,
+        )
+        self.clips_per_window: Counter[int] = Counter()
+        self._last_batch: tuple[float, list[int]] = (0.0, [])
+
+    def reconfigure(self, settings: BatchSettings) -> None:
+        """Live batch tuning; the next batch uses the new limits."""
+        self.batcher.update(settings)
+        logger.info("Transcriber %s batch settings now %s", self.config.name, settings)
+
+    async def transcribe_chunk(self, request: ChunkRequest) -> ChunkResult:
+        return await self.batcher.submit(
+            request.options.batch_key(), request, priority=request.priority
+        )
+
+    async def detect_language(self, chunks: Sequence[np.ndarray]) -> LanguageGuess:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.engine.detect_language, chunks)
+
+    def describe(self) -> ReplicaInfo:
+        return ReplicaInfo(
+            name=self.config.name,
+            multilingual=self.engine.multilingual,
+            languages=tuple(self.engine.supported_languages),
+            device=self.device.device,
+            compute_type=self.device.compute_type,
+            replica=self.replica_id,
+        )
+
+    def stats(self) -> ReplicaStats:
+        return ReplicaStats(
+            replica=self.replica_id,
+            batches=self.batcher.batches,
+            batch_sizes=dict(self.batcher.size_histogram),
+            queued=self.batcher.queued,
+            settings=self.batcher.settings,
+            packing=self.packer.enabled,
+            clips_per_window=dict(self.clips_per_window),
+            packed_fallbacks=self.engine.packed_fallbacks,
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_batch(self, items: Sequence[ChunkRequest]) -> list[ChunkResult]:
+        windows = self.packer.plan(items)
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(
+                self._executor,
+                self.engine.transcribe_windows,
+                items,
+                windows,
+                self.batcher.settings.max_batch_size,
+                self.packer,
+            )
+        except ServiceError:
+            raise
+        except Exception as exc:
+            logger.exception("batch of %d failed in the model", len(items))
+            raise InferenceFailed(f"the model failed on this batch: {exc}") from exc
+        clips = [1] * len(items)
+        for window in windows:
+            self.clips_per_window[len(window.items)] += 1
+            for index in window.items:
+                clips[index] = len(window.items)
+        self._last_batch = (
+            sum(item.duration for item in items),
+            [len(w.items) for w in windows],
+        )
+        size = len(items)
+        return [
+            ChunkResult(segments=s, batch_size=size, replica=self.replica_id, window_clips=c)
+            for s, c in zip(outputs, clips, strict=True)
+        ]
+
+    def _record_batch(self, record: BatchRecord) -> None:
+        audio_s, windows = self._last_batch
+        if self.observer is not None:
+            self.observer.batch_done(record, audio_s, windows)
+        logger.info(
+            "batch model=%s size=%d key=%s queue_wait=%.3fs run=%.3fs audio=%.1fs queued=%d",
+            self.config.name,
+            record.size,
+            record.key,
+            record.queue_wait_s,
+            record.run_s,
+            audio_s,
+            self.batcher.queued,
+        )

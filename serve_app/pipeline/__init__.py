@@ -1,0 +1,1 @@
+"""Runs in the ingress and the tracker: decode (sandboxed), VAD chunking, TranscriptionService."""

@@ -1,0 +1,78 @@
+"""Cut decoded audio into ≤30 s VAD chunks, and map chunk times back to the original.
+
+Both mirror `BatchedInferencePipeline`: the same Silero VAD options and the same chunk
+collection, so a chunk here is the chunk a direct pipeline run would decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from faster_whisper.vad import (
+    SpeechTimestampsMap,
+    VadOptions,
+    collect_chunks,
+    get_speech_timestamps,
+)
+
+from serve_app.pipeline.decode import SAMPLE_RATE
+from serve_app.results import Segment, Word
+
+CHUNK_LENGTH_S = 30
+
+
+@dataclass
+class ChunkPlan:
+    """VAD chunks of one audio and what is needed to map times back to the original."""
+
+    chunks: list[np.ndarray]
+    metadata: list[dict]
+    speech_timestamps: list[dict] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def duration_after_vad(self) -> float:
+        return sum(ts["end"] - ts["start"] for ts in self.speech_timestamps) / SAMPLE_RATE
+
+
+def plan_chunks(samples: np.ndarray) -> ChunkPlan:
+    """Cut audio into ≤30 s speech chunks exactly as `BatchedInferencePipeline` does."""
+    vad = VadOptions(max_speech_duration_s=CHUNK_LENGTH_S, min_silence_duration_ms=160)
+    speech = get_speech_timestamps(samples, vad)
+    duration = samples.shape[0] / SAMPLE_RATE
+    if not speech:
+        return ChunkPlan(chunks=[], metadata=[], speech_timestamps=[], duration=duration)
+    chunks, metadata = collect_chunks(samples, speech, max_duration=CHUNK_LENGTH_S)
+    keep = [i for i, c in enumerate(chunks) if c.size > 0]
+    return ChunkPlan(
+        chunks=[chunks[i] for i in keep],
+        metadata=[metadata[i] for i in keep],
+        speech_timestamps=speech,
+        duration=duration,
+    )
+
+
+def restore_timestamps(segments: list[Segment], plan: ChunkPlan) -> list[Segment]:
+    """Map segment/word times from the speech-only timeline back to the original audio.
+
+    Mirrors `faster_whisper.transcribe.restore_speech_timestamps`.
+    """
+    if not plan.speech_timestamps:
+        return segments
+    ts_map = SpeechTimestampsMap(plan.speech_timestamps, SAMPLE_RATE)
+    for segment in segments:
+        if segment.words:
+            words: list[Word] = []
+            for word in segment.words:
+                chunk_index = ts_map.get_chunk_index((word.start + word.end) / 2)
+                word.start = ts_map.get_original_time(word.start, chunk_index)
+                word.end = ts_map.get_original_time(word.end, chunk_index)
+                words.append(word)
+            segment.start = words[0].start
+            segment.end = words[-1].end
+            segment.words = words
+        else:
+            segment.start = ts_map.get_original_time(segment.start)
+            segment.end = ts_map.get_original_time(segment.end, is_end=True)
+    return segments
