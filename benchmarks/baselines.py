@@ -20,11 +20,12 @@ from typing import Any
 
 from benchmarks.clips import Clip
 from serve_app.inference.engine import WhisperEngine
-from serve_app.inference.protocol import ChunkRequest
+from serve_app.inference.protocol import ChunkRequest, ReplicaInfo
 from serve_app.inference.weights import resolve_weights
 from serve_app.options import DecodeOptions
 from serve_app.pipeline.chunking import plan_chunks
 from serve_app.pipeline.decode import decode_audio
+from serve_app.pipeline.service import fit_to_model
 
 
 @dataclass
@@ -88,7 +89,10 @@ def ceiling(
         samples = decode_audio(clip.data, max_duration_s=4 * 3600).samples
         plan = plan_chunks(samples)
         language = engine.detect_language(plan.chunks).language if plan.chunks else "en"
-        options = engine.check_options(base.with_language(language))
+        info = ReplicaInfo(
+            "ceiling", engine.multilingual, tuple(engine.supported_languages), "", ""
+        )
+        options = fit_to_model(base.with_language(language), info)
         for chunk, meta in zip(plan.chunks, plan.metadata, strict=True):
             request = ChunkRequest(chunk, meta["offset"], meta["duration"], options)
             items.append((clip.name, request))

@@ -18,7 +18,7 @@ from benchmarks.clips import Clip, generated_clips
 from benchmarks.report import wer
 from serve_app.config import PackingSettings
 from serve_app.inference.engine import WhisperEngine
-from serve_app.inference.packing import Window, plan_windows
+from serve_app.inference.packing import Window, WindowPacker
 from serve_app.inference.protocol import ChunkRequest
 from serve_app.inference.weights import resolve_weights
 from serve_app.options import DecodeOptions
@@ -56,12 +56,13 @@ def compare(
 ) -> dict[str, Any]:
     """Best-of-`repeats` wall time of both layouts over the same chunks."""
     settings = settings or PackingSettings()
+    packer = WindowPacker(settings, enabled=True)
     items, owners = _requests(clips, beam_size)
     layouts = {
         "one_window_per_clip": [Window([i], [0.0]) for i in range(len(items))],
-        "packed": plan_windows(items, settings),
+        "packed": packer.plan(items),
     }
-    engine.transcribe_windows(items[:1], layouts["one_window_per_clip"][:1], 1.0, 1)  # warm
+    engine.transcribe_windows(items[:1], layouts["one_window_per_clip"][:1], 1)  # warm
     audio_s = sum(c.duration for c in clips)
     out: dict[str, Any] = {"clips": len(clips), "chunks": len(items), "audio_s": audio_s}
     for name, windows in layouts.items():
@@ -69,7 +70,7 @@ def compare(
         outputs: list = []
         for _ in range(repeats):
             started = time.perf_counter()
-            outputs = engine.transcribe_windows(items, windows, settings.gap_s, batch_size)
+            outputs = engine.transcribe_windows(items, windows, batch_size, packer)
             best = min(best, time.perf_counter() - started)
         texts = _texts(outputs, owners)
         per_clip = {c.name: wer({c.name: texts.get(c.name, "")}, [c]) for c in clips}

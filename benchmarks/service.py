@@ -16,6 +16,9 @@ from typing import Any
 
 import httpx
 import psutil
+from pydantic import TypeAdapter
+
+from serve_app.inference.protocol import ReplicaStats
 
 DEFAULT_APP = "whisper"  # the name `serve_config.yaml` and the tests use
 LOCAL_APP = "whisper-bench"  # a local run's own app: its replicas are told apart by title
@@ -83,7 +86,8 @@ class Service:
         from ray import serve
 
         try:
-            return serve.get_app_handle(self.app_name).stats.remote().result(timeout_s=60)
+            stats = serve.get_app_handle(self.app_name).stats.remote().result(timeout_s=60)
+            return TypeAdapter(dict[str, ReplicaStats]).dump_python(stats, mode="json")
         except Exception:
             return None
 

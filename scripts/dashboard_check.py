@@ -115,10 +115,14 @@ def serve_deploy(config: dict[str, Any], path: Path, dashboard: str) -> None:
 
 
 def tiny_stats() -> dict[str, Any]:
+    from pydantic import TypeAdapter
     from ray import serve
 
+    from serve_app.inference.protocol import ReplicaStats
+
     handle = serve.get_deployment_handle("Transcriber-tiny_en", app_name=APP_NAME)
-    return handle.stats.remote().result(timeout_s=60)
+    stats = handle.stats.remote().result(timeout_s=60)
+    return TypeAdapter(ReplicaStats).dump_python(stats, mode="json")
 
 
 def live_reconfigure(
