@@ -65,10 +65,6 @@ def install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
         return error_response(BadRequest("invalid request: " + "; ".join(problems)))
 
-    @app.exception_handler(ValidationError)
-    async def on_model_error(_: Request, exc: ValidationError) -> JSONResponse:
-        return error_response(BadRequest("invalid request: " + validation_summary(exc)))
-
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         inner = _service_error(exc)

@@ -264,12 +264,17 @@ class JobTracker:
         event = {"type": f"job.{job.status.value}", "job": JobView.of(job).as_event()}
         body = json.dumps(event).encode()
 
-        def record(attempt: DeliveryAttempt) -> None:
+        async def record(attempt: DeliveryAttempt) -> None:
             if self.observer is not None:
                 self.observer.webhook_attempt(attempt.ok)
             try:
-                self.store.record_webhook_delivery(
-                    job.id, attempt.attempt, attempt.status_code, attempt.ok, attempt.error
+                await asyncio.to_thread(
+                    self.store.record_webhook_delivery,
+                    job.id,
+                    attempt.attempt,
+                    attempt.status_code,
+                    attempt.ok,
+                    attempt.error,
                 )
             except Exception:
                 logger.exception("could not record webhook delivery for %s", job.id)

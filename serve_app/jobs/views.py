@@ -18,7 +18,9 @@ class JobView(BaseModel):
     status: JobStatus
     model: str
     priority: int
-    progress: float = Field(description="Share of chunks done, 0 to 1.")
+    progress: float | None = Field(
+        description="Share of chunks done, 0 to 1; null while the chunk count is unknown."
+    )
     done_chunks: int
     total_chunks: int | None
     attempts: int

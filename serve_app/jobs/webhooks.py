@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -68,21 +68,22 @@ async def deliver(
     *,
     attempts: int,
     timeout_s: float,
-    on_attempt: Callable[[DeliveryAttempt], None],
+    on_attempt: Callable[[DeliveryAttempt], Awaitable[None]],
     base_delay_s: float = 1.0,
     check_url: Callable[[str], list[str]] | None = None,
 ) -> bool:
     """POST `body` until a 2xx answer or `attempts` run out; exponential backoff between.
 
     `check_url` vets the URL on every attempt and returns the addresses it approved; the
-    request then goes to the first of those, so DNS cannot be re-bound in between.
+    request then goes to the first of those, so DNS cannot be re-bound in between. Both it
+    and `on_attempt` may block (DNS, the store), so neither runs on the event loop itself.
     """
     headers = {"content-type": "application/json", "user-agent": "whisper-serve-webhook/1"}
     for attempt in range(1, attempts + 1):
         status: int | None = None
         error: str | None = None
         try:
-            addresses = check_url(url) if check_url is not None else []
+            addresses = await asyncio.to_thread(check_url, url) if check_url is not None else []
             if secret:
                 headers[SIGNATURE_HEADER] = sign(secret, body)
             async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
@@ -97,7 +98,7 @@ async def deliver(
             ok = 200 <= status < 300
         except (httpx.HTTPError, ValueError) as exc:
             ok, error = False, f"{type(exc).__name__}: {exc}"
-        on_attempt(DeliveryAttempt(attempt, status, ok, error))
+        await on_attempt(DeliveryAttempt(attempt, status, ok, error))
         if ok:
             return True
         if attempt < attempts:

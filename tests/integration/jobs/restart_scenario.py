@@ -71,7 +71,7 @@ def main() -> int:
             files={"file": ("audio.wav", audio)},
             headers={"Idempotency-Key": uuid.uuid4().hex},
         )
-        response.raise_for_status()
+        assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
