@@ -5,28 +5,15 @@ from __future__ import annotations
 import itertools
 import re
 
-import jiwer
 import pytest
 
 from tests.integration.conftest import transcribe
+from tests.text import wer
 
 pytestmark = pytest.mark.integration
 
 SRT_CUE = re.compile(r"^\d+\n\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}\n.+$", re.S)
 VTT_TIME = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}$")
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    norm = jiwer.Compose(
-        [
-            jiwer.ToLowerCase(),
-            jiwer.RemovePunctuation(),
-            jiwer.RemoveMultipleSpaces(),
-            jiwer.Strip(),
-            jiwer.ReduceToListOfListOfWords(),
-        ]
-    )
-    return jiwer.wer(reference, hypothesis, reference_transform=norm, hypothesis_transform=norm)
 
 
 def test_json_returns_the_right_words(http, data_dir, reference_texts):

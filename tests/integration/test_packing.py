@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import jiwer
 import pytest
+
+from tests.text import wer
 
 pytestmark = pytest.mark.integration
 
@@ -30,21 +31,6 @@ SENTENCES = [
     "He forgot his passport at the airport security desk.",
     "The violin concert was recorded in a famous theater.",
 ]
-NORMALISE = jiwer.Compose(
-    [
-        jiwer.ToLowerCase(),
-        jiwer.RemovePunctuation(),
-        jiwer.RemoveMultipleSpaces(),
-        jiwer.Strip(),
-        jiwer.ReduceToListOfListOfWords(),
-    ]
-)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    return jiwer.wer(
-        reference, hypothesis, reference_transform=NORMALISE, hypothesis_transform=NORMALISE
-    )
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ in the session loop (`pytestmark = LOOP` in those modules).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,34 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jiwer
 import pytest
 import pytest_asyncio
 
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.inference.replica import ModelReplica
 from serve_app.testing import LocalStack, load_replica
+from tests.text import SseReader
 
 # Modules whose tests use the stack put `pytestmark = LOOP` at the top.
 LOOP = pytest.mark.asyncio(loop_scope="session")
 TINY = ModelConfig(name="tiny.en", aliases=["whisper-1"])
-
-_NORMALISE = jiwer.Compose(
-    [
-        jiwer.ToLowerCase(),
-        jiwer.RemovePunctuation(),
-        jiwer.RemoveMultipleSpaces(),
-        jiwer.Strip(),
-        jiwer.ReduceToListOfListOfWords(),
-    ]
-)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate after lower-casing and stripping punctuation (as the integration tests)."""
-    return jiwer.wer(
-        reference, hypothesis, reference_transform=_NORMALISE, hypothesis_transform=_NORMALISE
-    )
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
@@ -84,19 +66,14 @@ async def sse_events(
     client: httpx.AsyncClient, path: str, timeout: float = 60
 ) -> list[tuple[str, dict[str, Any]]]:
     """(event, data) pairs of an SSE stream up to and including `done`."""
-    events: list[tuple[str, dict[str, Any]]] = []
+    reader = SseReader()
     async with client.stream("GET", path, timeout=timeout) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        kind = None
         async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind:
-                events.append((kind, json.loads(line.split(":", 1)[1])))
-                if kind == "done":
-                    break
-    return events
+            if reader.feed(line):
+                break
+    return reader.events
 
 
 @pytest.fixture(scope="session", autouse=True)

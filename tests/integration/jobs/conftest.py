@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import deployed, wait_job
+from tests.text import SseReader
 
 WEBHOOK_SECRET = "test-webhook-secret"
 
@@ -193,16 +193,11 @@ def loopback() -> Iterator[LoopbackServer]:
 
 
 def sse_events(client: httpx.Client, path: str, timeout: float = 240) -> list[tuple[str, dict]]:
-    events: list[tuple[str, dict]] = []
+    reader = SseReader()
     with client.stream("GET", path, timeout=timeout) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        kind = None
         for line in response.iter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind:
-                events.append((kind, json.loads(line.split(":", 1)[1])))
-                if kind == "done":
-                    break
-    return events
+            if reader.feed(line):
+                break
+    return reader.events
