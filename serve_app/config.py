@@ -27,7 +27,16 @@ class BatchSettings(_Strict):
         0.05,
         ge=0.0,
         le=5.0,
-        description="How long a non-full batch waits for more chunks before it runs.",
+        description="How long a non-full batch waits for more chunks before it runs, when "
+        "the callers gave no word of what is coming.",
+    )
+    max_linger_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="How long a non-full batch may wait for chunks its callers said are on "
+        "their way (requests still decoding, chunks not yet sent); it runs at once when they "
+        "said nothing more is coming.",
     )
 
 

@@ -15,7 +15,7 @@ registry that would only see one replica. Ray prefixes the names with `ray_`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from ray.serve import metrics as serve_metrics
 from ray.util import metrics as ray_metrics
@@ -136,3 +136,24 @@ class ReplicaMetrics:
 
     def queue_depth(self, depth: int) -> None:
         self.queue.set(depth)
+
+
+class PhaseObserver(Protocol):
+    def request_phases(self, model: str, phases: dict[str, float]) -> None: ...
+
+
+class PhaseMetrics:
+    """Each request's time budget: `whisper_request_phase_seconds` by model and phase."""
+
+    def __init__(self) -> None:
+        self.phases = ray_metrics.Histogram(
+            "whisper_request_phase_seconds",
+            description="Seconds one request spent in each phase (read, decode, vad, language, "
+            "queue, batch, assemble, render, total).",
+            boundaries=[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+            tag_keys=_keys("model", "phase"),
+        )
+
+    def request_phases(self, model: str, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.phases.observe(seconds, tags={"model": model, "phase": phase})

@@ -11,13 +11,18 @@ from serve_app.http.metrics import install_observability
 from serve_app.http.middleware import AccessMiddleware, UploadLimitMiddleware
 from serve_app.http.routes import health_router, transcription_router
 from serve_app.jobs.frontend import JobsFrontend
+from serve_app.observability import PhaseObserver
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.security.keys import Authenticator
 from serve_app.security.ratelimit import RateLimiter
 from serve_app.stores import JobStore, open_job_store
 
 
-def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = None) -> FastAPI:
+def build_http_app(
+    service: TranscriptionService,
+    jobs: JobsFrontend | None = None,
+    phases: PhaseObserver | None = None,
+) -> FastAPI:
     """The ASGI app served by the ingress deployment (and in-process by `serve_app.testing`)."""
     config = service.config
     app = FastAPI(
@@ -37,7 +42,7 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
     )
     install_error_handlers(app)
     install_observability(app, config)  # after add_middleware: outermost, counts refusals
-    app.include_router(transcription_router(service))
+    app.include_router(transcription_router(service, phases))
     app.include_router(health_router(service, config))
     if jobs is not None:
         app.include_router(jobs_router(jobs))

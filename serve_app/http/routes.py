@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
@@ -22,6 +23,7 @@ from serve_app.http.schemas import (
     VerboseTranscription,
 )
 from serve_app.inference.protocol import ReplicaInfo
+from serve_app.observability import PhaseObserver
 from serve_app.options import Caller, Task
 from serve_app.pipeline.service import TranscriptionService
 
@@ -38,20 +40,34 @@ TRANSCRIPT_RESPONSES: dict[int | str, dict] = {
 }
 
 
-def transcription_router(service: TranscriptionService) -> APIRouter:
+def transcription_router(
+    service: TranscriptionService, observer: PhaseObserver | None = None
+) -> APIRouter:
     router = APIRouter()
     config = service.config
 
     async def run(access: AccessDep, task: Task, file: UploadFile, form: TranscriptionForm):
         options = form.options(task)
         service.resolve_model(options.model)  # fail fast before reading a large body
+        started = time.monotonic()
         async with access.slot():
             data = await file.read()
+            read_s = time.monotonic() - started
             result = await service.transcribe(data, options, Caller(tenant=access.tenant))
+        rendering = time.monotonic()
         body = render(result, form.response_format, form.granularities)
+        response: Response
         if isinstance(body, str):
-            return PlainTextResponse(body, media_type=MEDIA_TYPES[form.response_format])
-        return JSONResponse(body.model_dump(mode="json", exclude_none=True))
+            response = PlainTextResponse(body, media_type=MEDIA_TYPES[form.response_format])
+        else:
+            response = JSONResponse(body.model_dump(mode="json", exclude_none=True))
+        done = time.monotonic()
+        phases = {"read": read_s, **result.timings, "render": done - rendering}
+        phases["total"] = done - started
+        if observer is not None:
+            observer.request_phases(result.model, phases)
+        response.headers["server-timing"] = server_timing(phases)
+        return response
 
     @router.post(
         "/v1/audio/transcriptions",
@@ -118,6 +134,11 @@ def health_router(service: TranscriptionService, config: AppConfig) -> APIRouter
         return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
     return router
+
+
+def server_timing(phases: dict[str, float]) -> str:
+    """The `Server-Timing` header: each phase's duration in milliseconds."""
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in phases.items())
 
 
 def _card(ident: str, root: str, info: ReplicaInfo | None) -> ModelCard:

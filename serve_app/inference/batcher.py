@@ -4,6 +4,11 @@ Chunks from every caller (HTTP, handles, jobs) queue here, grouped by their deco
 key; chunks that share a key are decoded in one batched call. One batch runs at a time per
 replica (the model is one compute resource), so chunks that arrive while a batch runs are
 picked up together by the next one: under load batches fill up without waiting.
+
+How long a non-full batch waits is the callers' word where they give it (`linger`): while
+more chunks are known to be on their way (requests still decoding at the ingress) it
+waits up to `max_linger_s` for them; when nothing more is coming it runs at once; without
+word it waits `batch_wait_timeout_s`, as a classic micro-batcher does.
 """
 
 from __future__ import annotations
@@ -55,12 +60,15 @@ class KeyedBatcher(Generic[T, R]):
         on_batch: Callable[[BatchRecord], None] | None = None,
         on_queued: Callable[[int], None] | None = None,
         cost: Callable[[T], float] | None = None,
+        linger: Callable[[Sequence[T]], bool | None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         # Capacity is max_batch_size "slots"; an item may use less than one slot (packed
         # short clips share a window) — by default every item is one slot.
         self._cost = cost or (lambda _item: 1.0)
         self._settings = settings
+        # True: more is coming, wait for it; False: nothing is, run now; None: no word.
+        self._linger = linger or (lambda _items: None)
         self._on_batch = on_batch
         # Told the queue length whenever items join or leave it (a queue-depth gauge).
         self._on_queued = on_queued or (lambda _n: None)
@@ -135,7 +143,11 @@ class KeyedBatcher(Generic[T, R]):
         queue = self._queues[key]
         oldest = min(p.arrived for p in queue)
         while self._queued_cost(queue) < self._settings.max_batch_size:
-            remaining = oldest + self._settings.batch_wait_timeout_s - time.monotonic()
+            coming = self._linger([p.item for p in queue if not p.future.done()])
+            if coming is False:
+                return
+            limit = self._settings.max_linger_s if coming else self._settings.batch_wait_timeout_s
+            remaining = oldest + limit - time.monotonic()
             if remaining <= 0:
                 return
             self._wakeup.clear()

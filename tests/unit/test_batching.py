@@ -132,3 +132,38 @@ async def test_queue_depth_is_reported_as_items_arrive_not_only_per_batch():
     assert depths[-3:] == [1, 2, 3]  # seen while the batch was still running
     await asyncio.gather(first, *rest)
     assert depths[-1] == 0
+
+
+async def test_callers_word_decides_how_long_a_batch_waits():
+    rec = Recorder()
+    coming = {"more": True}
+    settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=2.0, max_linger_s=1.0)
+    batcher = KeyedBatcher(rec.run, settings, linger=lambda _items: coming["more"])
+    loop = asyncio.get_running_loop()
+
+    # More is on its way: the batch waits past nothing but its own linger for it.
+    first = asyncio.ensure_future(batcher.submit("k", "a"))
+    await asyncio.sleep(0.3)
+    assert not rec.batches  # still waiting for the announced chunk
+    coming["more"] = False  # the last chunk says nothing more is coming: run at once
+    started = loop.time()
+    await asyncio.gather(first, batcher.submit("k", "b"))
+    assert rec.batches == [["a", "b"]]
+    assert loop.time() - started < 0.5  # not the 2 s classic timeout
+
+    # Word that more is coming is trusted only for max_linger_s.
+    coming["more"] = True
+    started = loop.time()
+    await batcher.submit("k", "c")
+    assert 0.9 < loop.time() - started < 1.8
+    assert rec.batches[-1] == ["c"]
+
+
+async def test_no_word_falls_back_to_the_classic_timeout():
+    rec = Recorder()
+    settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=0.2, max_linger_s=5.0)
+    batcher = KeyedBatcher(rec.run, settings, linger=lambda _items: None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await batcher.submit("k", "a")
+    assert 0.15 < loop.time() - started < 1.0
