@@ -6,6 +6,8 @@
   chunks in batches of the service's `max_batch_size`, one 30 s window per chunk.
 * single-clip latency: direct `WhisperModel.transcribe` and `BatchedInferencePipeline
   .transcribe` on one clip, repeated, for the 1-client latency comparison.
+* direct pipeline: `BatchedInferencePipeline.transcribe(path, batch_size=8, beam_size=5)`
+  on one (long) recording, generator consumed, for the long-recording shapes.
 
 Baselines must run while the service is idle; every model gets the same `cpu_threads`.
 """
@@ -53,8 +55,10 @@ def load_engine(
     return WhisperEngine(path, device=device, compute_type=compute, cpu_threads=cpu_threads)
 
 
-def _naive_one(engine: WhisperEngine, clip: Clip, beam_size: int) -> str:
-    segments, _info = engine.model.transcribe(io.BytesIO(clip.data), beam_size=beam_size)
+def _naive_one(engine: WhisperEngine, clip: Clip, beam_size: int, vad_filter: bool = False) -> str:
+    segments, _info = engine.model.transcribe(
+        io.BytesIO(clip.data), beam_size=beam_size, vad_filter=vad_filter
+    )
     return "".join(s.text for s in segments).strip()
 
 
@@ -65,13 +69,17 @@ def _pipeline_one(engine: WhisperEngine, clip: Clip, beam_size: int, batch_size:
     return "".join(s.text for s in segments).strip()
 
 
-def naive(engine: WhisperEngine, clips: list[Clip], beam_size: int = 5) -> BaselineRun:
+def naive(
+    engine: WhisperEngine, clips: list[Clip], beam_size: int = 5, vad_filter: bool = False
+) -> BaselineRun:
     """Plain faster-whisper, one request at a time (default options, beam 5)."""
     run = BaselineRun("naive", 0.0, sum(c.duration for c in clips))
+    if vad_filter:
+        run.extra = {"vad_filter": True}
     started = time.perf_counter()
     for clip in clips:
         t0 = time.perf_counter()
-        run.texts[clip.name] = _naive_one(engine, clip, beam_size)
+        run.texts[clip.name] = _naive_one(engine, clip, beam_size, vad_filter)
         run.latencies.append(time.perf_counter() - t0)
     run.wall_s = time.perf_counter() - started
     return run
@@ -114,6 +122,26 @@ def ceiling(
         "batch_sizes": sizes,
         "batch_size": batch_size,
     }
+    return run
+
+
+def direct_pipeline(
+    engine: WhisperEngine, clip: Clip, batch_size: int = 8, beam_size: int = 5
+) -> BaselineRun:
+    """`BatchedInferencePipeline.transcribe` on one file: decode, VAD, batched generate.
+
+    Wall time from the call to the last segment of the consumed generator.
+    """
+    run = BaselineRun("pipeline", 0.0, clip.duration)
+    started = time.perf_counter()
+    segments, _info = engine.pipeline.transcribe(
+        str(clip.path), batch_size=batch_size, beam_size=beam_size
+    )
+    text = "".join(s.text for s in segments).strip()
+    run.wall_s = time.perf_counter() - started
+    run.latencies = [run.wall_s]
+    run.texts = {clip.name: text}
+    run.extra = {"batch_size": batch_size}
     return run
 
 

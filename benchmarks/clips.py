@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import subprocess
 import tempfile
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +125,66 @@ def five_second_clip(cache: Path = DEFAULT_CACHE) -> Clip:
 def job_clip(cache: Path = DEFAULT_CACHE) -> Clip:
     """A short clip for the job benchmarks (they measure the job system, not the model)."""
     return _load("job.wav", _cached(cache, "en-us", 160, JOB_TEXT), JOB_TEXT)
+
+
+LONG_SPEEDS = [130, 140, 150, 160, 170]
+LONG_PAUSE_S = (0.3, 1.5)
+
+
+def _read_pcm(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getframerate() == 16000 and wav.getnchannels() == 1 and wav.getsampwidth() == 2
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+
+
+def _write_pcm(path: Path, pcm: np.ndarray) -> None:
+    part = path.with_suffix(".part.wav")
+    with wave.open(str(part), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(pcm.astype("<i2").tobytes())
+    part.replace(path)
+
+
+def long_recording(cache: Path = DEFAULT_CACHE, seconds: float = 600.0, seed: int = 0) -> Clip:
+    """One `seconds`-long recording: espeak-ng sentences with pauses, 16 kHz mono WAV.
+
+    Sentences (the clip set's and the story's) are drawn at random with a random voice and
+    speaking rate and joined by 0.3-1.5 s of silence until the next one would not fit; the
+    rest is silence, so the file is exactly `seconds` long. Cached by the hash of everything
+    it is made from, with its reference text beside it (`.json`).
+    """
+    texts = SENTENCES + _STORY
+    recipe = [seconds, seed, VOICES, LONG_SPEEDS, texts, LONG_PAUSE_S]
+    key = hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:12]
+    path = cache / f"long-{seconds:g}s-{key}.wav"
+    meta = path.with_suffix(".json")
+    if not (path.is_file() and meta.is_file()):
+        cache.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(seed)
+        total = round(seconds * 16000)
+        parts: list[np.ndarray] = []
+        spoken: list[dict[str, object]] = []
+        used = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            while True:
+                pause = np.zeros(round(rng.uniform(*LONG_PAUSE_S) * 16000), dtype="<i2")
+                voice, speed, text = rng.choice(VOICES), rng.choice(LONG_SPEEDS), rng.choice(texts)
+                sentence = Path(tmp) / f"s{len(spoken)}.wav"
+                _say(sentence, voice, speed, text)
+                pcm = _read_pcm(sentence)
+                if used + pause.size + pcm.size > total:
+                    break
+                parts += [pause, pcm]
+                spoken.append({"at_s": round((used + pause.size) / 16000, 3), "text": text})
+                used += pause.size + pcm.size
+        parts.append(np.zeros(total - used, dtype="<i2"))
+        _write_pcm(path, np.concatenate(parts))
+        reference = " ".join(str(s["text"]) for s in spoken)
+        meta.write_text(json.dumps({"reference": reference, "sentences": spoken}, indent=1))
+    reference = json.loads(meta.read_text())["reference"]
+    return _load(f"long_{seconds:g}s.wav", path, reference)
 
 
 def unique_wav(data: bytes, index: int) -> bytes:

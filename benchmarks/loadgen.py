@@ -1,12 +1,14 @@
 """asyncio + httpx load generator: closed loop (fixed concurrency) or open loop (fixed rate).
 
-Every request records its latency, HTTP status and the seconds of audio it carried. Only
+Every request records its latency, HTTP status, the seconds of audio it carried and, when
+the service sends a `Server-Timing` header, the server's time per phase (ms). Only
 loopback or user-given URLs are contacted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import time
@@ -19,6 +21,26 @@ import httpx
 from benchmarks.clips import Clip
 
 TRANSCRIBE_PATH = "/v1/audio/transcriptions"
+# The order the service's phases run in; any other phase a server sends is kept after these.
+PHASES = ("read", "decode", "vad", "language", "queue", "batch", "assemble", "render", "total")
+
+
+def parse_server_timing(header: str | None) -> dict[str, float] | None:
+    """`read;dur=1.2, vad;dur=12.0, ...` → {"read": 1.2, "vad": 12.0}; None without a header.
+
+    Metrics without a numeric `dur` are skipped; a repeated name adds up.
+    """
+    if not header:
+        return None
+    out: dict[str, float] = {}
+    for metric in header.split(","):
+        name, *params = (p.strip() for p in metric.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "dur" and name:
+                with contextlib.suppress(ValueError):
+                    out[name] = out.get(name, 0.0) + float(value.strip().strip('"'))
+    return out
 
 
 @dataclass
@@ -32,6 +54,7 @@ class RequestRecord:
     status: int  # HTTP status; 0 when the request never got an answer
     error: str | None = None
     text: str | None = None
+    phases: dict[str, float] | None = None  # Server-Timing, ms per phase
 
     @classmethod
     def answered(
@@ -42,6 +65,7 @@ class RequestRecord:
         status: int,
         error: str | None = None,
         text: str | None = None,
+        phases: dict[str, float] | None = None,
     ) -> RequestRecord:
         """The record of `clip`, sent at `started` (perf_counter) and answered just now."""
         return cls(
@@ -52,6 +76,7 @@ class RequestRecord:
             status=status,
             error=error,
             text=text,
+            phases=phases,
         )
 
     @property
@@ -104,31 +129,53 @@ def latency_summary(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
+def timed_count(records: Sequence[RequestRecord]) -> int:
+    """Successful records that carried a Server-Timing header."""
+    return sum(1 for r in records if r.ok and r.phases)
+
+
+def phase_p50(records: Sequence[RequestRecord]) -> dict[str, float | None]:
+    """p50 per Server-Timing phase (ms) over the successful records that sent one."""
+    timed = [r.phases for r in records if r.ok and r.phases]
+    names = [p for p in PHASES if any(p in t for t in timed)]
+    names += sorted({p for t in timed for p in t} - set(names))
+    out: dict[str, float | None] = {}
+    for name in names:
+        value = percentile([t[name] for t in timed if name in t], 50)
+        out[name] = None if value is None else round(value, 1)
+    return out
+
+
 def make_client(base_url: str, connections: int, timeout_s: float = 600.0) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits, trust_env=False)
 
 
 async def transcribe_once(
-    client: httpx.AsyncClient, clip: Clip, model: str, phase_start: float
+    client: httpx.AsyncClient,
+    clip: Clip,
+    model: str,
+    phase_start: float,
+    fields: dict[str, str] | None = None,
 ) -> RequestRecord:
-    """POST one clip to the OpenAI-compatible route; never raises."""
+    """POST one clip to the OpenAI-compatible route (plus form `fields`); never raises."""
     started = time.perf_counter()
-    status, error, text = 0, None, None
+    status, error, text, phases = 0, None, None, None
     try:
         response = await client.post(
             TRANSCRIBE_PATH,
             files={"file": (clip.name, clip.data)},
-            data={"model": model, "response_format": "json"},
+            data={"model": model, "response_format": "json", **(fields or {})},
         )
         status = response.status_code
+        phases = parse_server_timing(response.headers.get("server-timing"))
         if response.is_success:
             text = response.json().get("text", "")
         else:
             error = response.text[:300]
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"
-    return RequestRecord.answered(clip, phase_start, started, status, error, text)
+    return RequestRecord.answered(clip, phase_start, started, status, error, text, phases)
 
 
 async def closed_loop(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.clips import Clip, generated_clips
-from benchmarks.report import wer
+from benchmarks.report import wer, words_wrong
 from serve_app.config import PackingSettings
 from serve_app.inference.engine import WhisperEngine
 from serve_app.inference.packing import Window, WindowPacker
@@ -24,6 +24,8 @@ from serve_app.inference.weights import resolve_weights
 from serve_app.options import DecodeOptions
 from serve_app.pipeline.chunking import plan_chunks
 from serve_app.pipeline.decode import decode_audio
+
+MAX_WORDS_WORSE = 2  # no clip may lose more than this many words to packing
 
 
 def _requests(clips: list[Clip], beam_size: int) -> tuple[list[ChunkRequest], list[str]]:
@@ -74,12 +76,14 @@ def compare(
             best = min(best, time.perf_counter() - started)
         texts = _texts(outputs, owners)
         per_clip = {c.name: wer({c.name: texts.get(c.name, "")}, [c]) for c in clips}
+        wrong = {c.name: words_wrong(c.reference, texts.get(c.name, "")) for c in clips}
         out[name] = {
             "windows": len(windows),
             "wall_s": round(best, 3),
             "rtfx": round(audio_s / best, 2),
             "mean_wer": round(wer(texts, clips) or 0.0, 4),
             "per_clip_wer": per_clip,
+            "per_clip_words_wrong": wrong,
         }
     base, packed = out["one_window_per_clip"], out["packed"]
     out["speedup"] = round(base["wall_s"] / packed["wall_s"], 2)
@@ -94,6 +98,16 @@ def compare(
     out["clips_within_0.02"] = sum(abs(d) <= 0.02 for d in deltas.values())
     out["clips_better"] = sum(d < -0.02 for d in deltas.values())
     out["clips_worse"] = sum(d > 0.02 for d in deltas.values())
+    # Words wrong packed minus words wrong unpacked, per clip (goal: none above 2).
+    worse = {
+        c: packed["per_clip_words_wrong"][c] - n
+        for c, n in base["per_clip_words_wrong"].items()
+        if n is not None and packed["per_clip_words_wrong"][c] is not None
+    }
+    out["per_clip_words_worse"] = worse
+    out["max_words_worse"] = max(worse.values()) if worse else None
+    out["words_worse_ok"] = None if not worse else max(worse.values()) <= MAX_WORDS_WORSE
+    out["mean_wer_ok"] = packed["mean_wer"] <= base["mean_wer"]
     return out
 
 
@@ -113,7 +127,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"speedup {result['speedup']}x, mean WER delta {result['wer_delta']:+}; per clip "
             f"vs unpacked: {result['clips_within_0.02']} within 0.02, "
             f"{result['clips_better']} better, {result['clips_worse']} worse "
-            f"(largest difference {result['max_per_clip_wer_delta']})",
+            f"(largest difference {result['max_per_clip_wer_delta']}); most words lost by "
+            f"one clip: {result.get('max_words_worse')} (goal <= {MAX_WORDS_WORSE})",
         ]
     )
 
@@ -147,8 +162,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def layouts(engine: WhisperEngine, count: int, draws: int, batch_size: int) -> list[dict]:
-    pool = generated_clips(max(24, count))
+def layouts(
+    engine: WhisperEngine,
+    count: int,
+    draws: int,
+    batch_size: int,
+    cache: Path | None = None,
+) -> list[dict]:
+    """`draws` random draws of `count` out of 24 clips (seeds 0..draws-1), compared alone."""
+    pool = generated_clips(max(24, count), *([cache] if cache else []))
     out = []
     for seed in range(draws):
         clips = random.Random(seed).sample(pool, count)
@@ -162,6 +184,9 @@ def layouts(engine: WhisperEngine, count: int, draws: int, batch_size: int) -> l
                 "better": r["clips_better"],
                 "worse": r["clips_worse"],
                 "max_delta": r["max_per_clip_wer_delta"],
+                "max_words_worse": r["max_words_worse"],
+                "words_worse_ok": r["words_worse_ok"],
+                "mean_wer_ok": r["mean_wer_ok"],
             }
         )
     return out
@@ -170,13 +195,16 @@ def layouts(engine: WhisperEngine, count: int, draws: int, batch_size: int) -> l
 def layouts_markdown(rows: list[dict]) -> str:
     lines = [
         "",
-        "| draw | speedup | mean WER unpacked → packed | clips within 0.02 / better / worse |",
-        "|---:|---:|---|---|",
+        "| draw | speedup | mean WER unpacked → packed | clips within 0.02 / better / worse "
+        f"| most words worse (one clip) | <= {MAX_WORDS_WORSE} |",
+        "|---:|---:|---|---|---:|---|",
     ]
     for r in rows:
+        ok = {True: "yes", False: "no", None: "-"}[r.get("words_worse_ok")]
         lines.append(
             f"| {r['seed']} | {r['speedup']}x | {r['mean_wer'][0]} → {r['mean_wer'][1]} "
-            f"| {r['within']} / {r['better']} / {r['worse']} |"
+            f"| {r['within']} / {r['better']} / {r['worse']} | {r.get('max_words_worse')} "
+            f"| {ok} |"
         )
     return "\n".join(lines)
 

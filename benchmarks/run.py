@@ -1,6 +1,8 @@
-"""One invocation: baselines, the service at each concurrency level, jobs; JSON + MD + PNG.
+"""One invocation: baselines, the service at each concurrency level, shapes of work, jobs;
+JSON + MD + PNG.
 
     python -m benchmarks.run [--quick] [--models tiny.en,base] [--levels 1,4,16,32]
+                             [--shapes burst,long,job,mixed]
                              [--url http://127.0.0.1:8000] [--out benchmarks/results]
 
 Without `--url` it starts Ray (2 CPUs) and the app itself on a free loopback port.
@@ -13,9 +15,11 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks import baselines, jobs, loadgen, packing, report
+from benchmarks import baselines, jobs, loadgen, packing, report, shapes
 from benchmarks.clips import (
     DEFAULT_CACHE,
     ENGLISH_FIXTURES,
@@ -32,6 +36,7 @@ from benchmarks.clips import (
     five_second_clip,
     generated_clips,
     job_clip,
+    long_recording,
     total_audio,
 )
 from benchmarks.profile import Profiler
@@ -48,6 +53,7 @@ from benchmarks.service import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_CACHE = Path("~/.cache/whisper-serve/models").expanduser()
+SHAPES = ("burst", "long", "job", "mixed")
 
 
 @dataclass
@@ -77,6 +83,12 @@ class Options:
     drain_jobs: int = 100
     drain_timeout_s: float = 1800.0
     skip_jobs: bool = False
+    shapes: list[str] = field(default_factory=lambda: list(SHAPES))
+    burst_clips: int = 16  # clips (= clients) per burst
+    burst_repeats: int = 5  # bursts per mode (packed, pack=false)
+    long_seconds: float = 600.0  # the long recording of the long/job/mixed shapes
+    mixed_clients: int = 4
+    packing_layouts: int = 6  # random draws of 16 clips for the packing accuracy goal
     profile: list[str] = field(default_factory=list)  # levels (and/or "latency") to py-spy
     command: str = ""
 
@@ -157,6 +169,8 @@ def run_level(
         "vs_naive": round(phase.rtfx / naive_rtfx, 3) if naive_rtfx else None,
         "vs_ceiling": round(phase.rtfx / ceiling_rtfx, 3) if ceiling_rtfx else None,
         "latency_s": loadgen.latency_summary([r.latency_s for r in ok]),
+        "phases_p50_ms": loadgen.phase_p50(phase.records),
+        "timed": loadgen.timed_count(phase.records),
         "batches": batch_diff(before, after, model),
         "rss": rss.result(),
         "sample_errors": [r.error for r in phase.records if r.error][:5],
@@ -200,6 +214,8 @@ def run_model(
             "pipeline_p50": _r(pipeline_p50),
             "ratio": _r(service_p50 / direct) if service_p50 and direct else None,
             "service_errors": sum(not r.ok for r in seq.records),
+            "phases_p50_ms": loadgen.phase_p50(seq.records),
+            "timed": loadgen.timed_count(seq.records),
             **({"profile": profile} if profile else {}),
         },
         "wer": {
@@ -263,7 +279,147 @@ def run_packing(opts: Options, batch_size: int) -> dict[str, Any]:
         repeats=1 if opts.quick else 2,
     )
     result["model"] = model
+    if opts.packing_layouts:
+        log(f"window packing: {opts.packing_layouts} random layouts of 16 clips")
+        result["layouts"] = packing.layouts(
+            engine, 16, opts.packing_layouts, batch_size, opts.clip_dir
+        )
     return result
+
+
+def _burst_clips(opts: Options) -> list[Clip]:
+    return generated_clips(opts.burst_clips, opts.clip_dir)
+
+
+def _needs_long(opts: Options) -> bool:
+    return any(s in opts.shapes for s in ("long", "job", "mixed"))
+
+
+def _entry_with_wer(run: baselines.BaselineRun, clips: list[Clip]) -> dict[str, Any]:
+    return {**_baseline_entry(run), "wer": report.wer(run.texts, clips)}
+
+
+def run_shape_baselines(
+    opts: Options, five: Clip, bursts: list[Clip], long: Clip | None, batch_size: int
+) -> dict[str, Any]:
+    """The shapes' baselines, in this process, before the service (first model only)."""
+    if not opts.shapes:
+        return {}
+    model = opts.models[0]
+    engine = baselines.load_engine(model, opts.model_cache, opts.cpu_threads, opts.device)
+    baselines.warm_up(engine, five)
+    baselines.direct_pipeline(engine, five, batch_size)  # warm the pipeline path too
+    out: dict[str, Any] = {}
+    texts: dict[str, dict[str, str]] = {}
+    if "burst" in opts.shapes:
+        runs = [
+            baselines.ceiling(engine, bursts, batch_size) for _ in range(1 if opts.quick else 2)
+        ]
+        best = min(runs, key=lambda r: r.wall_s)
+        out["burst_ceiling"] = {
+            **_entry_with_wer(best, bursts),
+            "walls_s": [round(r.wall_s, 3) for r in runs],
+            "clips": len(bursts),
+        }
+        texts["burst_ceiling"] = best.texts
+        log(f"shapes: ceiling over the {len(bursts)} burst clips {best.wall_s:.2f} s")
+    if long is not None:
+        log(f"shapes: direct BatchedInferencePipeline on {long.name} ({long.duration:.0f} s)")
+        run = baselines.direct_pipeline(engine, long, batch_size)
+        out["long_pipeline"] = _entry_with_wer(run, [long])
+        log(f"shapes: direct pipeline {run.wall_s:.1f} s")
+        if "long" in opts.shapes or "job" in opts.shapes:
+            run = baselines.naive(engine, [long], vad_filter=True)
+            out["long_naive_vad"] = _entry_with_wer(run, [long])
+            log(f"shapes: naive WhisperModel.transcribe(vad_filter=True) {run.wall_s:.1f} s")
+    del engine
+    return {"baselines": out, "texts": texts}
+
+
+def _shape(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one shape; a failure is recorded in its entry instead of ending the run."""
+    try:
+        return dict(fn())
+    except Exception as exc:  # a benchmark reports, it does not crash on one shape
+        log(f"shapes: {name} failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _long_wer(long: Clip, text: str | None, wall_s: float | None) -> float | None:
+    """WER of a transcript of the long recording; None when the work did not succeed."""
+    return report.wer({long.name: text or ""}, [long]) if wall_s is not None else None
+
+
+def run_shapes(
+    opts: Options,
+    service: Service,
+    five: Clip,
+    bursts: list[Clip],
+    long: Clip | None,
+    base: dict[str, Any],
+) -> dict[str, Any]:
+    """Bursts, the long recording (sync, job), mixed load: against the service, in that order."""
+    model = opts.models[0]
+    out: dict[str, Any] = {
+        "model": model,
+        "selected": list(opts.shapes),
+        "baselines": base.get("baselines", {}),
+    }
+    if long is not None:
+        words = len(report.normalise(long.reference).split())
+        out["recording"] = {"name": long.name, "audio_s": long.duration, "words": words}
+    if "burst" in opts.shapes:
+        n, reps = len(bursts), opts.burst_repeats
+        log(f"shapes: bursts of {n} clips x{reps} per mode (packed, pack=false)")
+        burst = _shape("burst", lambda: asyncio.run(shapes.burst(service.url, bursts, model, reps)))
+        ceiling_texts = base.get("texts", {}).get("burst_ceiling", {})
+        for mode, entry in (burst.get("modes") or {}).items():
+            texts = entry.pop("texts")
+            entry["wer"] = report.wer(texts, bursts)
+            entry["identical_to_ceiling"] = sum(
+                c.name in texts and texts[c.name] == ceiling_texts.get(c.name) for c in bursts
+            )
+            log(
+                f"shapes: burst {mode}: walls {[r['wall_s'] for r in entry['runs']]}, "
+                f"errors {entry['errors']}"
+            )
+        out["burst"] = burst
+    if long is not None and "long" in opts.shapes:
+        log(f"shapes: {long.name} as one sync request")
+        entry = _shape("long", lambda: asyncio.run(shapes.long_sync(service.url, long, model)))
+        entry["wer"] = _long_wer(long, entry.pop("text", None), entry.get("wall_s"))
+        log(f"shapes: long sync {entry.get('wall_s')} s, status {entry.get('status')}")
+        out["long"] = entry
+    if long is not None and ("job" in opts.shapes or "mixed" in opts.shapes):
+        if not asyncio.run(jobs.probe(service.url)):
+            out.update({k: dict(jobs.SKIPPED) for k in ("job", "mixed") if k in opts.shapes})
+            return out
+        index = random.randrange((1 << 16) - 1)  # unique audio: the service dedupes jobs
+        if "job" in opts.shapes:
+            log(f"shapes: {long.name} as one job (poll every {shapes.POLL_S} s)")
+            job = _shape(
+                "job", lambda: asyncio.run(shapes.long_job(service.url, long, model, index))
+            )
+            job["wer"] = _long_wer(long, job.pop("text", None), job.get("wall_s"))
+            log(f"shapes: long job {job.get('wall_s')} s, status {job.get('status')}")
+            out["job"] = job
+        if "mixed" in opts.shapes:
+            clients = opts.mixed_clients
+            log(f"shapes: mixed: {long.name} job + {clients} clients of {five.name}")
+            mixed = _shape(
+                "mixed",
+                lambda: asyncio.run(
+                    shapes.mixed(service.url, long, five, model, clients, index + 1)
+                ),
+            )
+            if "job" in mixed:
+                text, wall = mixed.pop("job_text", None), mixed["job"].get("wall_s")
+                mixed["job"]["wer"] = _long_wer(long, text, wall)
+            inter = (mixed.get("interactive") or {}).get("latency_s") or {}
+            job_wall = (mixed.get("job") or {}).get("wall_s")
+            log(f"shapes: mixed: interactive p50 {inter.get('p50')} s, job wall {job_wall} s")
+            out["mixed"] = mixed
+    return out
 
 
 def run_benchmark(opts: Options) -> dict[str, Any]:
@@ -272,12 +428,15 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
     loadavg_start = [round(x, 2) for x in os.getloadavg()]
     clips = build_clip_set(opts.generated, opts.fixtures, opts.clip_dir)
     five, jclip = five_second_clip(opts.clip_dir), job_clip(opts.clip_dir)
+    bursts = _burst_clips(opts) if "burst" in opts.shapes else []
+    long = long_recording(opts.clip_dir, opts.long_seconds) if _needs_long(opts) else None
     log(f"{len(clips)} clips, {total_audio(clips):.1f} s audio; load average {loadavg_start}")
     app_name = opts.app_name or (DEFAULT_APP if opts.url else LOCAL_APP)
     service = attach(opts.url, app_name, opts.ray_address) if opts.url else None
     sizes = {m: _batch_size_of(service, m, opts.batch_size) for m in opts.models}
     base = {m: run_baselines(opts, m, clips, five, sizes[m]) for m in opts.models}
     packed = run_packing(opts, sizes[opts.models[0]])
+    shape_base = run_shape_baselines(opts, five, bursts, long, sizes[opts.models[0]])
     if service is None:
         log("starting Ray (2 CPUs) and the app")
         config = bench_config(
@@ -291,10 +450,12 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         )
         gpus = 1 if opts.num_gpus else 0
         service = start_local(config, app_name, opts.ray_cpus, gpus)
-    results: dict[str, Any] = {"models": {}, "jobs": {}, "packing": packed}
+    results: dict[str, Any] = {"models": {}, "shapes": {}, "jobs": {}, "packing": packed}
     try:
         for model in opts.models:
             results["models"][model] = run_model(opts, service, model, clips, five, base[model])
+        if opts.shapes:
+            results["shapes"] = run_shapes(opts, service, five, bursts, long, shape_base)
         results["jobs"] = run_jobs(opts, service, opts.models[0], jclip)
     finally:
         service.stop()
@@ -311,6 +472,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         "service": f"{service.url} ({'started here' if service.started_here else 'attached'})",
         "models": opts.models,
         "levels": opts.levels,
+        "shapes": opts.shapes,
         "cpu_threads": opts.cpu_threads,
         "device": opts.device,
         "num_gpus": opts.num_gpus,
@@ -326,7 +488,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
 
 def write_outputs(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    keys = ("meta", "models", "jobs", "packing", "targets")
+    keys = ("meta", "models", "shapes", "jobs", "packing", "targets")
     ordered = {k: results[k] for k in keys if k in results}
     (out / "latest.json").write_text(json.dumps(ordered, indent=2) + "\n")
     text = report.markdown(ordered)
@@ -336,8 +498,11 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
             + packing.markdown(ordered["packing"])
             + "\n"
         )
+        if ordered["packing"].get("layouts"):
+            text += packing.layouts_markdown(ordered["packing"]["layouts"]) + "\n"
     (out / "latest.md").write_text(text)
     report.plot(ordered, out / "latest.png")
+    report.plot_shapes(ordered, out / "latest-shapes.png")
     print(text)
 
 
@@ -372,6 +537,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--drain-jobs", type=int, help="jobs per drain client")
     p.add_argument("--drain-timeout", type=float, default=1800.0)
     p.add_argument("--skip-jobs", action="store_true")
+    p.add_argument(
+        "--shapes",
+        help="comma list from burst,long,job,mixed, or 'none' "
+        "(default all; --quick: burst,long with small sizes)",
+    )
+    p.add_argument("--burst-clips", type=int, help="clips (= clients) per burst (16)")
+    p.add_argument("--burst-repeats", type=int, help="bursts per mode (5)")
+    p.add_argument("--long-seconds", type=float, help="length of the long recording (600)")
+    p.add_argument("--mixed-clients", type=int, help="interactive clients in mixed (4)")
+    p.add_argument("--packing-layouts", type=int, help="random packing layouts (6)")
     p.add_argument("--profile", default="", help="py-spy these levels, e.g. '16,latency'")
     a = p.parse_args(argv)
     opts = Options(quick=a.quick, url=a.url, app_name=a.app_name, ray_address=a.ray_address)
@@ -379,6 +554,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         opts.levels, opts.generated, opts.latency_reps, opts.per_client = [1, 4], 6, 5, 2
         opts.fixtures = ["hello.wav", "weather.wav"]
         opts.job_seconds, opts.drain_clients, opts.drain_jobs = 1.0, 2, 5
+        opts.shapes, opts.burst_clips, opts.burst_repeats = ["burst", "long"], 4, 2
+        opts.long_seconds, opts.packing_layouts = 60.0, 0
     if a.models:
         opts.models = [m.strip() for m in a.models.split(",") if m.strip()]
     if a.levels:
@@ -387,7 +564,24 @@ def parse_args(argv: list[str] | None = None) -> Options:
         opts.generated = a.clips
     if a.fixtures is not None:
         opts.fixtures = [] if a.fixtures == "none" else a.fixtures.split(",")
-    for name in ("latency_reps", "per_client", "job_seconds", "drain_clients", "drain_jobs"):
+    if a.shapes is not None:
+        opts.shapes = [x.strip() for x in a.shapes.split(",") if x.strip() and x != "none"]
+        unknown = set(opts.shapes) - set(SHAPES)
+        if unknown:
+            p.error(f"--shapes: unknown {sorted(unknown)}; choose from {','.join(SHAPES)}")
+    overrides = (
+        "latency_reps",
+        "per_client",
+        "job_seconds",
+        "drain_clients",
+        "drain_jobs",
+        "burst_clips",
+        "burst_repeats",
+        "long_seconds",
+        "mixed_clients",
+        "packing_layouts",
+    )
+    for name in overrides:
         if getattr(a, name) is not None:
             setattr(opts, name, getattr(a, name))
     opts.out, opts.clip_dir, opts.model_cache = a.out, a.clip_dir, a.model_cache

@@ -35,7 +35,7 @@ def test_quick_benchmark_against_deployed_app(whisper_app, tmp_path):
 
     data = json.loads((tmp_path / "latest.json").read_text())
     assert data == json.loads(json.dumps(results))
-    assert set(data) == {"meta", "models", "jobs", "packing", "targets"}
+    assert set(data) == {"meta", "models", "shapes", "jobs", "packing", "targets"}
     assert data["packing"]["packed"]["windows"] < data["packing"]["one_window_per_clip"]["windows"]
     assert data["meta"]["mode"] == "quick"
     assert "attached" in data["meta"]["service"]
@@ -52,8 +52,22 @@ def test_quick_benchmark_against_deployed_app(whisper_app, tmp_path):
         assert lv["batches"]["available"], "stats() through the app handle"
         assert lv["batches"]["chunks"] >= lv["requests"]
         assert any(name.startswith("Transcriber-") for name in lv["rss"]["peak_mb"])
+        assert "phases_p50_ms" in lv  # empty when the service sends no Server-Timing
     assert model["latency_5s"]["service_p50"] is not None
     assert model["latency_5s"]["ratio"] is not None
+
+    shapes = data["shapes"]
+    assert shapes["selected"] == ["burst", "long"]  # quick mode: small bursts, 60 s recording
+    assert set(shapes["baselines"]) == {"burst_ceiling", "long_pipeline", "long_naive_vad"}
+    assert all(b["wall_s"] > 0 for b in shapes["baselines"].values())
+    assert set(shapes["burst"]["modes"]) == {"packed", "unpacked"}
+    for mode in shapes["burst"]["modes"].values():
+        assert [r["errors"] for r in mode["runs"]] == [0, 0], mode["sample_errors"]
+        assert mode["wall_median_s"] > 0 and mode["spread"] >= 1.0
+        assert len(mode["records"]) == 2 * len(shapes["burst"]["clips"])
+    assert shapes["long"]["status"] == 200, shapes["long"]["error"]
+    assert shapes["long"]["wall_s"] > 0 and shapes["long"]["wer"] is not None
+    assert shapes["recording"]["audio_s"] == 60.0
 
     for section in ("submit", "drain"):
         entry = data["jobs"][section]
@@ -62,11 +76,15 @@ def test_quick_benchmark_against_deployed_app(whisper_app, tmp_path):
         assert data["jobs"]["drain"]["outcomes"]
 
     names = {t["name"] for t in data["targets"]}
-    assert len(names) == 5
+    assert len(names) == len(data["targets"]) == 16
     assert all(t["met"] in (True, False, None) for t in data["targets"])
+    measured = {t["id"] for t in data["targets"] if t.get("id") and t["value"] is not None}
+    assert {"1", "2", "5", "7"} <= measured  # 3 needs level 16, 4 the job: not in quick
 
     markdown = (tmp_path / "latest.md").read_text()
     assert "## Throughput and latency" in markdown and "## Targets" in markdown
     assert "| tiny.en | 4 |" in markdown
-    png = (tmp_path / "latest.png").read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert "## Shapes of work" in markdown and "### Time budget per request" in markdown
+    for name in ("latest.png", "latest-shapes.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
