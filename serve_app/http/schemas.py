@@ -127,6 +127,12 @@ class JobRequest(TranscribeOptions):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    segment_timestamps: bool = Field(
+        True,
+        description="Decode with timestamp tokens, so that srt, vtt and verbose_json results "
+        "have per-sentence times; false decodes as BatchedInferencePipeline does by default "
+        "(one segment per VAD chunk)",
+    )
     url: str | None = Field(None, max_length=4096, description="Audio to fetch (https)")
     upload_id: str | None = Field(None, max_length=64, description="From POST /v1/uploads")
     priority: int | None = Field(None, ge=0, le=9, description="Higher runs first")
@@ -135,8 +141,9 @@ class JobRequest(TranscribeOptions):
 
     def options(self) -> TranscribeOptions:
         """The transcription options alone, as the job stores them."""
-        fields = self.model_dump(include=set(TranscribeOptions.model_fields))
-        return TranscribeOptions.model_validate({**fields, "segment_timestamps": True})
+        return TranscribeOptions.model_validate(
+            self.model_dump(include=set(TranscribeOptions.model_fields))
+        )
 
 
 class UploadTicket(BaseModel):

@@ -9,6 +9,10 @@ How long a non-full batch waits is the callers' word where they give it (`linger
 more chunks are known to be on their way (requests still decoding at the ingress) it
 waits up to `max_linger_s` for them; when nothing more is coming it runs at once; without
 word it waits `batch_wait_timeout_s`, as a classic micro-batcher does.
+
+Priority works both ways: urgent items (priority >= `urgent_priority`: live and interactive
+calls) go first, and while they keep arriving, background batches (jobs) are kept to
+`busy_background_batch_size`, because a running batch cannot be interrupted.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class KeyedBatcher(Generic[T, R]):
         on_queued: Callable[[int], None] | None = None,
         cost: Callable[[T], float] | None = None,
         linger: Callable[[Sequence[T]], bool | None] | None = None,
+        urgent_priority: int | None = None,
     ) -> None:
         self._run_batch = run_batch
         # Capacity is max_batch_size "slots"; an item may use less than one slot (packed
@@ -69,6 +74,8 @@ class KeyedBatcher(Generic[T, R]):
         self._settings = settings
         # True: more is coming, wait for it; False: nothing is, run now; None: no word.
         self._linger = linger or (lambda _items: None)
+        self._urgent_priority = urgent_priority
+        self._last_urgent = -float("inf")
         self._on_batch = on_batch
         # Told the queue length whenever items join or leave it (a queue-depth gauge).
         self._on_queued = on_queued or (lambda _n: None)
@@ -98,7 +105,10 @@ class KeyedBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         self._ensure_worker()
         future: asyncio.Future[R] = loop.create_future()
-        pending = _Pending((-priority, next(self._seq)), time.monotonic(), item, future)
+        now = time.monotonic()
+        if self._urgent_priority is not None and priority >= self._urgent_priority:
+            self._last_urgent = now
+        pending = _Pending((-priority, next(self._seq)), now, item, future)
         heapq.heappush(self._queues.setdefault(key, []), pending)
         self._on_queued(self.queued)
         assert self._wakeup is not None
@@ -142,7 +152,7 @@ class KeyedBatcher(Generic[T, R]):
         assert self._wakeup is not None
         queue = self._queues[key]
         oldest = min(p.arrived for p in queue)
-        while self._queued_cost(queue) < self._settings.max_batch_size:
+        while self._queued_cost(queue) < self._capacity(queue):
             coming = self._linger([p.item for p in queue if not p.future.done()])
             if coming is False:
                 return
@@ -160,7 +170,7 @@ class KeyedBatcher(Generic[T, R]):
         queue = self._queues.get(key, [])
         batch: list[_Pending[T, R]] = []
         used = 0.0
-        capacity = self._settings.max_batch_size
+        capacity = self._capacity(queue)
         while queue:
             if queue[0].future.done():  # caller went away while queued
                 heapq.heappop(queue)
@@ -173,6 +183,17 @@ class KeyedBatcher(Generic[T, R]):
         if not queue:
             self._queues.pop(key, None)
         return batch
+
+    def _capacity(self, queue: list[_Pending[T, R]]) -> float:
+        """Slots for the next batch of `queue`: fewer for background work while busy."""
+        settings = self._settings
+        if self._urgent_priority is None or not queue:
+            return settings.max_batch_size
+        background = -queue[0].sort_key[0] < self._urgent_priority
+        busy = time.monotonic() - self._last_urgent < settings.busy_window_s
+        if background and busy:
+            return min(settings.max_batch_size, settings.busy_background_batch_size)
+        return settings.max_batch_size
 
     async def _execute(self, key: str, batch: list[_Pending[T, R]]) -> None:
         started = time.monotonic()

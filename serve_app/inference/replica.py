@@ -26,6 +26,7 @@ from serve_app.inference.engine import WhisperEngine
 from serve_app.inference.packing import WindowPacker
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ReplicaInfo, ReplicaStats
 from serve_app.inference.weights import DevicePlan
+from serve_app.options import INTERACTIVE_PRIORITY
 from serve_app.results import LanguageGuess
 
 logger = logging.getLogger("ray.serve")
@@ -76,11 +77,13 @@ class ModelReplica:
             on_queued=observer.queue_depth if observer is not None else None,
             cost=self.packer.cost if self.packer.enabled else None,
             linger=self._more_coming,
+            urgent_priority=INTERACTIVE_PRIORITY,
         )
         self.clips_per_window: Counter[int] = Counter()
         self._last_batch: tuple[float, list[int]] = (0.0, [])
-        # source -> (chunks it said were still to come, when): what batches may wait for.
-        self._incoming: dict[str, tuple[int, float]] = {}
+        # (source, batch key) -> (chunks it said were still to come, when): what a batch of
+        # that key may wait for.
+        self._incoming: dict[tuple[str, str], tuple[int, float]] = {}
 
     def reconfigure(self, settings: BatchSettings) -> None:
         """Live batch tuning; the next batch uses the new limits."""
@@ -89,11 +92,10 @@ class ModelReplica:
 
     async def transcribe_chunk(self, request: ChunkRequest) -> ChunkResult:
         started = time.monotonic()
+        key = request.options.batch_key()
         if request.incoming is not None:
-            self._incoming[request.source] = (request.incoming, started)
-        result = await self.batcher.submit(
-            request.options.batch_key(), request, priority=request.priority
-        )
+            self._incoming[(request.source, key)] = (request.incoming, started)
+        result = await self.batcher.submit(key, request, priority=request.priority)
         waited = time.monotonic() - started - result.batch_s
         return replace(result, queue_s=round(max(0.0, waited), 4))
 
@@ -125,12 +127,15 @@ class ModelReplica:
 
     def _more_coming(self, queued: Sequence[ChunkRequest]) -> bool | None:
         """Callers' word on what is coming: see `KeyedBatcher` (`linger`)."""
+        if not queued:
+            return None
+        key = queued[0].options.batch_key()
         now = time.monotonic()
         fresh = self.batcher.settings.max_linger_s
-        for source, (count, at) in list(self._incoming.items()):
+        for (source, hinted), (count, at) in list(self._incoming.items()):
             if now - at > fresh:
-                del self._incoming[source]  # stale word: a request failed or went quiet
-            elif count > 0:
+                del self._incoming[(source, hinted)]  # stale: a request failed or went quiet
+            elif count > 0 and hinted == key:
                 return True
         if all(item.incoming is not None for item in queued):
             return False

@@ -56,7 +56,8 @@ class TranscriptionService:
         self.config = config
         self.models = dict(models)
         self._info: dict[str, ReplicaInfo] = {}
-        # Requests per model still decoding here: replicas hold a batch for their chunks.
+        # Requests still decoding here, by the batch key their chunks will have ("*model"
+        # while the language is still to be detected): replicas hold a batch for them.
         self.source = uuid.uuid4().hex[:12]
         self._preparing: Counter[str] = Counter()
         # Untrusted bytes are decoded in bounded child processes, started on first use.
@@ -110,7 +111,8 @@ class TranscriptionService:
         model = self.resolve_model(options.model)
         decode = fit_to_model(options.decode_options(), await self.model_info(model.name))
         clock = _Clock()
-        self._preparing[model.name] += 1
+        pending = decode.batch_key() if decode.language else f"*{model.name}"
+        self._preparing[pending] += 1
         try:
             samples = await self._samples(audio)
             clock.lap("decode")
@@ -123,7 +125,7 @@ class TranscriptionService:
                     language = await client.detect_language(_first_window(plan.chunks))
             clock.lap("language")
         finally:
-            self._preparing[model.name] -= 1
+            self._preparing[pending] -= 1
         return PreparedAudio(
             model=model.name,
             plan=plan,
@@ -144,6 +146,7 @@ class TranscriptionService:
         semaphore = asyncio.Semaphore(_MAX_CHUNKS_IN_FLIGHT)
         # Chunks past the first window of in-flight slots wait for results: not "coming".
         first_wave = min(len(wanted), _MAX_CHUNKS_IN_FLIGHT)
+        key = prepared.options.batch_key()
 
         async def one(k: int, i: int) -> tuple[int, ChunkResult]:
             async with semaphore:
@@ -159,7 +162,7 @@ class TranscriptionService:
                     index=i,
                     pack=prepared.pack,
                     source=self.source,
-                    incoming=max(0, first_wave - k - 1) + self._preparing[prepared.model],
+                    incoming=max(0, first_wave - k - 1) + self._coming(key, prepared.model),
                 )
                 return i, await client.transcribe_chunk(chunk)
 
@@ -171,6 +174,10 @@ class TranscriptionService:
             for task in tasks:
                 if not task.done():
                     task.cancel()
+
+    def _coming(self, key: str, model: str) -> int:
+        """Requests decoding here whose chunks may join batches of `key`."""
+        return self._preparing[key] + self._preparing[f"*{model}"]
 
     def assemble(
         self, prepared: PreparedAudio, results: Mapping[int, ChunkResult]

@@ -167,3 +167,21 @@ async def test_no_word_falls_back_to_the_classic_timeout():
     started = loop.time()
     await batcher.submit("k", "a")
     assert 0.15 < loop.time() - started < 1.0
+
+
+async def test_background_batches_stay_small_while_interactive_work_arrives():
+    rec = Recorder(delay=0.05)
+    settings = BatchSettings(
+        max_batch_size=8, batch_wait_timeout_s=0.01, busy_background_batch_size=2
+    )
+    batcher = KeyedBatcher(rec.run, settings, urgent_priority=10)
+    # Alone, background work fills whole batches.
+    await asyncio.gather(*(batcher.submit("job", f"a{n}", priority=0) for n in range(8)))
+    assert [len(b) for b in rec.batches] == [8]
+    # With interactive work around, a job's batches shrink so the next urgent one waits less.
+    rec.batches.clear()
+    jobs = [asyncio.ensure_future(batcher.submit("job", f"b{n}", priority=0)) for n in range(8)]
+    live = asyncio.ensure_future(batcher.submit("live", "x", priority=10))
+    await asyncio.gather(live, *jobs)
+    assert rec.batches[0] == ["x"]
+    assert all(len(b) <= 2 for b in rec.batches[1:]) and len(rec.batches) == 5
