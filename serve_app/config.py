@@ -31,7 +31,7 @@ class BatchSettings(_Strict):
         "the callers gave no word of what is coming.",
     )
     max_linger_s: float = Field(
-        1.0,
+        0.1,
         ge=0.0,
         le=10.0,
         description="How long a non-full batch may wait for chunks its callers said are on "

@@ -171,6 +171,7 @@ class KeyedBatcher(Generic[T, R]):
         batch: list[_Pending[T, R]] = []
         used = 0.0
         capacity = self._capacity(queue)
+        lane = self._urgent(queue[0]) if queue else False
         while queue:
             if queue[0].future.done():  # caller went away while queued
                 heapq.heappop(queue)
@@ -178,6 +179,8 @@ class KeyedBatcher(Generic[T, R]):
             cost = self._cost(queue[0].item)
             if batch and used + cost > capacity + 1e-9:
                 break
+            if self._urgent(queue[0]) != lane:
+                break  # an urgent batch is not slowed down by background work, nor vice versa
             batch.append(heapq.heappop(queue))
             used += cost
         if not queue:
@@ -189,11 +192,14 @@ class KeyedBatcher(Generic[T, R]):
         settings = self._settings
         if self._urgent_priority is None or not queue:
             return settings.max_batch_size
-        background = -queue[0].sort_key[0] < self._urgent_priority
+        background = not self._urgent(queue[0])
         busy = time.monotonic() - self._last_urgent < settings.busy_window_s
         if background and busy:
             return min(settings.max_batch_size, settings.busy_background_batch_size)
         return settings.max_batch_size
+
+    def _urgent(self, pending: _Pending[T, R]) -> bool:
+        return self._urgent_priority is not None and -pending.sort_key[0] >= self._urgent_priority
 
     async def _execute(self, key: str, batch: list[_Pending[T, R]]) -> None:
         started = time.monotonic()

@@ -185,3 +185,16 @@ async def test_background_batches_stay_small_while_interactive_work_arrives():
     await asyncio.gather(live, *jobs)
     assert rec.batches[0] == ["x"]
     assert all(len(b) <= 2 for b in rec.batches[1:]) and len(rec.batches) == 5
+
+
+async def test_an_urgent_batch_takes_no_background_work_of_the_same_key():
+    rec = Recorder(delay=0.05)
+    settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=0)
+    batcher = KeyedBatcher(rec.run, settings, urgent_priority=10)
+    blocker = asyncio.ensure_future(batcher.submit("k", "blocker", priority=0))
+    await asyncio.sleep(0.01)
+    jobs = [asyncio.ensure_future(batcher.submit("k", f"job{n}", priority=0)) for n in range(3)]
+    live = [asyncio.ensure_future(batcher.submit("k", f"live{n}", priority=10)) for n in range(2)]
+    await asyncio.gather(blocker, *jobs, *live)
+    assert rec.batches[1] == ["live0", "live1"]  # first, and alone
+    assert sorted(rec.batches[2]) == ["job0", "job1"]  # busy: background batches of 2
