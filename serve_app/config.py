@@ -43,8 +43,8 @@ class BatchSettings(_Strict):
         ge=1,
         le=64,
         description="Most chunks in a background (job) batch while interactive or live chunks "
-        "arrived in the last busy_window_s: a running batch cannot be interrupted, so this "
-        "bounds how long an interactive chunk waits behind a job's batch.",
+        "arrived or were answered in the last busy_window_s: a running batch cannot be "
+        "interrupted, so this bounds how long an interactive chunk waits behind a job's batch.",
     )
     busy_window_s: float = Field(
         2.0, ge=0.0, le=60.0, description="How long interactive traffic counts as present."

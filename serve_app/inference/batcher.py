@@ -220,6 +220,9 @@ class KeyedBatcher(Generic[T, R]):
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+        if self._urgent(batch[0]):
+            # Closed-loop callers send their next request right after this answer.
+            self._last_urgent = time.monotonic()
         record = BatchRecord(
             key=key,
             size=len(batch),
