@@ -10,9 +10,12 @@ more chunks are known to be on their way (requests still decoding at the ingress
 waits up to `max_linger_s` for them; when nothing more is coming it runs at once; without
 word it waits `batch_wait_timeout_s`, as a classic micro-batcher does.
 
-Priority works both ways: urgent items (priority >= `urgent_priority`: live and interactive
-calls) go first, and while they keep arriving, background batches (jobs) are kept to
-`busy_background_batch_size`, because a running batch cannot be interrupted.
+Priority works both ways. Urgent items (priority >= `urgent_priority`: live and interactive
+calls) and background items (jobs) queue in separate lanes, so an urgent batch is never
+padded with background work. Urgent batches go first; while urgent traffic is present,
+background batches are kept to `busy_background_batch_size` (a running batch cannot be
+interrupted), and background work that has waited `busy_window_s` gets every other batch,
+so a steady interactive stream cannot starve jobs.
 """
 
 from __future__ import annotations
@@ -76,10 +79,12 @@ class KeyedBatcher(Generic[T, R]):
         self._linger = linger or (lambda _items: None)
         self._urgent_priority = urgent_priority
         self._last_urgent = -float("inf")
+        self._last_batch_urgent = False
         self._on_batch = on_batch
         # Told the queue length whenever items join or leave it (a queue-depth gauge).
         self._on_queued = on_queued or (lambda _n: None)
-        self._queues: dict[str, list[_Pending[T, R]]] = {}
+        # (key, urgent lane) -> heap of pending items.
+        self._queues: dict[tuple[str, bool], list[_Pending[T, R]]] = {}
         self._seq = itertools.count()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -106,10 +111,11 @@ class KeyedBatcher(Generic[T, R]):
         self._ensure_worker()
         future: asyncio.Future[R] = loop.create_future()
         now = time.monotonic()
-        if self._urgent_priority is not None and priority >= self._urgent_priority:
+        urgent = self._urgent_priority is not None and priority >= self._urgent_priority
+        if urgent:
             self._last_urgent = now
         pending = _Pending((-priority, next(self._seq)), now, item, future)
-        heapq.heappush(self._queues.setdefault(key, []), pending)
+        heapq.heappush(self._queues.setdefault((key, urgent), []), pending)
         self._on_queued(self.queued)
         assert self._wakeup is not None
         self._wakeup.set()
@@ -128,29 +134,40 @@ class KeyedBatcher(Generic[T, R]):
     async def _loop(self) -> None:
         assert self._wakeup is not None
         while True:
-            key = self._next_key()
-            if key is None:
+            lane = self._next_lane()
+            if lane is None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._fill(key)
-            batch = self._take(key)
+            await self._fill(lane)
+            batch = self._take(lane)
             self._on_queued(self.queued)
             if batch:
-                await self._execute(key, batch)
+                self._last_batch_urgent = lane[1]
+                await self._execute(lane[0], batch)
 
-    def _next_key(self) -> str | None:
+    def _next_lane(self) -> tuple[str, bool] | None:
+        """The queue the next batch comes from: best priority, unless background starves."""
         self._drop_cancelled()
-        best: tuple[tuple[int, int], str] | None = None
-        for key, queue in self._queues.items():
-            if queue and (best is None or queue[0].sort_key < best[0]):
-                best = (queue[0].sort_key, key)
-        return best[1] if best else None
+        if not self._queues:
+            return None
+        best = min(self._queues, key=lambda lane: self._queues[lane][0].sort_key)
+        if best[1] and self._last_batch_urgent:
+            # After an urgent batch, background work that waited long enough goes next.
+            patience = time.monotonic() - self._settings.busy_window_s
+            starved = [
+                lane
+                for lane, queue in self._queues.items()
+                if not lane[1] and min(p.arrived for p in queue) < patience
+            ]
+            if starved:
+                return min(starved, key=lambda lane: self._queues[lane][0].sort_key)
+        return best
 
-    async def _fill(self, key: str) -> None:
-        """Wait until the batch for `key` is full or its oldest item has waited long enough."""
+    async def _fill(self, lane: tuple[str, bool]) -> None:
+        """Wait until the batch of `lane` is full or its oldest item has waited long enough."""
         assert self._wakeup is not None
-        queue = self._queues[key]
+        queue = self._queues[lane]
         oldest = min(p.arrived for p in queue)
         while self._queued_cost(queue) < self._capacity(queue):
             coming = self._linger([p.item for p in queue if not p.future.done()])
@@ -166,12 +183,11 @@ class KeyedBatcher(Generic[T, R]):
             except TimeoutError:
                 return
 
-    def _take(self, key: str) -> list[_Pending[T, R]]:
-        queue = self._queues.get(key, [])
+    def _take(self, lane: tuple[str, bool]) -> list[_Pending[T, R]]:
+        queue = self._queues.get(lane, [])
         batch: list[_Pending[T, R]] = []
         used = 0.0
         capacity = self._capacity(queue)
-        lane = self._urgent(queue[0]) if queue else False
         while queue:
             if queue[0].future.done():  # caller went away while queued
                 heapq.heappop(queue)
@@ -179,12 +195,10 @@ class KeyedBatcher(Generic[T, R]):
             cost = self._cost(queue[0].item)
             if batch and used + cost > capacity + 1e-9:
                 break
-            if self._urgent(queue[0]) != lane:
-                break  # an urgent batch is not slowed down by background work, nor vice versa
             batch.append(heapq.heappop(queue))
             used += cost
         if not queue:
-            self._queues.pop(key, None)
+            self._queues.pop(lane, None)
         return batch
 
     def _capacity(self, queue: list[_Pending[T, R]]) -> float:

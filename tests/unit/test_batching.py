@@ -198,3 +198,15 @@ async def test_an_urgent_batch_takes_no_background_work_of_the_same_key():
     await asyncio.gather(blocker, *jobs, *live)
     assert rec.batches[1] == ["live0", "live1"]  # first, and alone
     assert sorted(rec.batches[2]) == ["job0", "job1"]  # busy: background batches of 2
+
+
+async def test_a_steady_interactive_stream_cannot_starve_background_work():
+    rec = Recorder(delay=0.02)
+    settings = BatchSettings(max_batch_size=1, batch_wait_timeout_s=0, busy_window_s=0.1)
+    batcher = KeyedBatcher(rec.run, settings, urgent_priority=10)
+    job = asyncio.ensure_future(batcher.submit("k", "job", priority=0))
+    live = [asyncio.ensure_future(batcher.submit("k", f"live{n}", priority=10)) for n in range(20)]
+    await asyncio.wait_for(asyncio.gather(job, *live), timeout=10)
+    order = [b[0] for b in rec.batches]
+    # The job waited busy_window_s (about 5 batches) and then got the next turn, not the 21st.
+    assert order.index("job") <= 8, order
