@@ -39,7 +39,7 @@ class BatchSettings(_Strict):
         "said nothing more is coming.",
     )
     busy_background_batch_size: int = Field(
-        2,
+        4,
         ge=1,
         le=64,
         description="Most chunks in a background (job) batch while interactive or live chunks "
@@ -47,7 +47,7 @@ class BatchSettings(_Strict):
         "interrupted, so this bounds how long an interactive chunk waits behind a job's batch.",
     )
     busy_window_s: float = Field(
-        2.0, ge=0.0, le=60.0, description="How long interactive traffic counts as present."
+        1.0, ge=0.0, le=60.0, description="How long interactive traffic counts as present."
     )
 
 

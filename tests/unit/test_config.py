@@ -65,8 +65,8 @@ def test_transcriber_options_follow_model_config():
         "max_batch_size": 16,
         "batch_wait_timeout_s": 0.02,
         "max_linger_s": 0.1,
-        "busy_background_batch_size": 2,
-        "busy_window_s": 2.0,
+        "busy_background_batch_size": 4,
+        "busy_window_s": 1.0,
     }
     assert opts["autoscaling_config"]["max_replicas"] == 4
     assert opts["autoscaling_config"]["min_replicas"] == 0
