@@ -4,6 +4,7 @@ in the test's event loop, and generated speech."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import subprocess
 import time
@@ -34,7 +35,8 @@ class Finished:
 class ScriptedModelClient(LocalModelClient):
     """The stack's model client, with chunks delayed or failed by index, and a record.
 
-    `delay[i]`: seconds chunk i waits before it is queued (so later chunks finish first);
+    `delay[i]`: seconds chunk i waits before it is queued, `late[i]`: seconds its result
+    waits before it is returned (either way later chunks finish first);
     chunks in `fail` wait until every earlier chunk of their request has finished, then
     fail with `InferenceFailed` (as a crashed replica would report it); `hold`: seconds
     every chunk waits before it is queued (a slow queue), and `delay_for(chunk)` more;
@@ -48,12 +50,14 @@ class ScriptedModelClient(LocalModelClient):
         model: str = "tiny.en",
         *,
         delay: dict[int, float] | None = None,
+        late: dict[int, float] | None = None,
         fail: set[int] | None = None,
         hold: float = 0.0,
         delay_for: Callable[[ChunkRequest], float] | None = None,
     ) -> None:
         super().__init__(stack.replicas[model])
         self.delay = delay or {}
+        self.late = late or {}
         self.fail = fail or set()
         self.hold = hold
         self.delay_for = delay_for or (lambda _chunk: 0.0)
@@ -73,6 +77,7 @@ class ScriptedModelClient(LocalModelClient):
                     await self._progress.wait_for(lambda: self._done_before(chunk))
                 raise InferenceFailed("the model failed on this batch: injected by the test")
             result = await super().transcribe_chunk(chunk)
+            await asyncio.sleep(self.late.get(chunk.index, 0.0))
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -84,6 +89,26 @@ class ScriptedModelClient(LocalModelClient):
     def _done_before(self, chunk: ChunkRequest) -> bool:
         done = {f.index for f in self.finished if f.request.request_id == chunk.request_id}
         return set(range(chunk.index)) <= done
+
+
+_SYNC_TEXTS: dict[tuple[str, str], str] = {}
+
+
+async def sync_text(stack: LocalStack, audio: bytes, key: str | None = None) -> str:
+    """The non-streamed transcript (POST /v1/audio/transcriptions) of `audio`.
+
+    Remembered for the session by the audio's hash: every stack shares the one replica, and
+    a transcript of the same audio with the same options does not change.
+    """
+    memo = (hashlib.sha1(audio).hexdigest(), stack.config.models[0].name)
+    if memo not in _SYNC_TEXTS:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with stack.http(headers) as http:
+            files = {"file": ("a.wav", audio)}
+            response = await http.post("/v1/audio/transcriptions", files=files)
+        assert response.status_code == 200, response.text
+        _SYNC_TEXTS[memo] = response.json()["text"]
+    return _SYNC_TEXTS[memo]
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from faster_whisper.audio import decode_audio
 from serve_app.inference.replica import ModelReplica
 from serve_app.testing import LocalStack
 from tests.unit.conftest import LOOP, assert_error, wer
-from tests.unit.live_support import ScriptedModelClient, serving, wav_bytes
+from tests.unit.live_support import ScriptedModelClient, serving, sync_text, wav_bytes
 
 pytestmark = LOOP
 
@@ -44,14 +44,6 @@ def one_chunk_per_batch(replica: ModelReplica) -> Iterator[None]:
         yield
     finally:
         replica.reconfigure(before)
-
-
-async def sync_text(client: httpx.AsyncClient, audio: bytes, **data: Any) -> str:
-    response = await client.post(
-        "/v1/audio/transcriptions", files={"file": ("a.wav", audio)}, data=data
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["text"]
 
 
 async def sse_stream(
@@ -87,7 +79,7 @@ def _openai(stack: LocalStack) -> openai.AsyncOpenAI:
 async def test_openai_client_stream_equals_sync_and_starts_after_one_batch(
     stack, client, replica, long_story
 ):
-    reference = await sync_text(client, long_story, model="whisper-1")
+    reference = await sync_text(stack, long_story)
     recorder = ScriptedModelClient(stack)
     arrivals: list[tuple[float, Any]] = []
     # Over a real socket: the timing of the events is what this test is about.
@@ -114,18 +106,18 @@ async def test_openai_client_stream_equals_sync_and_starts_after_one_batch(
     assert sorted({f.result.batch_size for f in recorder.finished}) == [1]
 
 
-async def test_deltas_keep_audio_order_when_chunks_finish_out_of_order(stack, client, story):
-    reference = await sync_text(client, story)
-    recorder = ScriptedModelClient(stack, delay={0: 0.5})  # chunk 0 queues after chunk 1
-    events = await sse_stream(client, story)
-    assert [f.index for f in recorder.finished] == [1, 0]
+async def test_deltas_keep_audio_order_when_chunks_finish_out_of_order(stack, client, long_story):
+    reference = await sync_text(stack, long_story)
+    recorder = ScriptedModelClient(stack, late={0: 1.0})  # chunk 0 comes back last
+    events = await sse_stream(client, long_story)
+    assert [f.index for f in recorder.finished][-1] == 0
     deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
-    assert len(deltas) == 2 and "".join(deltas) == reference
+    assert len(deltas) == 3 and "".join(deltas) == reference
     assert deltas[0].startswith("Once upon a time")
     assert events[-1] == {
         "type": "transcript.text.done",
         "text": reference,
-        "usage": {"type": "duration", "seconds": pytest.approx(43.06, abs=0.01)},
+        "usage": {"type": "duration", "seconds": pytest.approx(86.12, abs=0.01)},
     }
 
 
@@ -181,15 +173,15 @@ async def test_failure_after_the_stream_started_ends_it_with_an_error_event(
     assert events[1]["error"]["code"] == "inference_failed"
     assert "injected" in events[1]["error"]["message"]
     # The official client raises on the error event instead of ending quietly.
-    ScriptedModelClient(stack, fail={1})
+    ScriptedModelClient(stack, fail={0})
+    hello = (data_dir / "hello.wav").read_bytes()
     stream = await _openai(stack).audio.transcriptions.create(
-        model="whisper-1", file=("story.wav", story), stream=True
+        model="whisper-1", file=("hello.wav", hello), stream=True
     )
-    seen = []
     with pytest.raises(openai.APIError, match="injected"):
         async for event in stream:
-            seen.append(event.type)
-    assert seen == ["transcript.text.delta"]
+            raise AssertionError(f"no event comes before the error: {event}")
     # The service keeps serving.
     ScriptedModelClient(stack)
-    assert "hello" in (await sync_text(client, (data_dir / "hello.wav").read_bytes())).lower()
+    events = await sse_stream(client, hello)
+    assert events[-1]["type"] == "transcript.text.done" and "hello" in events[-1]["text"].lower()

@@ -36,6 +36,7 @@ from tests.unit.live_support import (
     read_pcm,
     say,
     serving,
+    sync_text,
     wav_bytes,
 )
 
@@ -95,14 +96,6 @@ def manual(rate: int = 16000, **transcription: Any) -> dict[str, Any]:
 def fixture_pcm(path: Path) -> np.ndarray:
     """A test fixture as 16 kHz PCM16 (what the file decoder sees, sample for sample)."""
     return pcm16(decode_audio(path.read_bytes(), max_duration_s=60, timeout_s=30).samples)
-
-
-async def sync_text(stack: LocalStack, audio: bytes, key: str | None = None) -> str:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with stack.http(headers) as http:
-        response = await http.post("/v1/audio/transcriptions", files={"file": ("a.wav", audio)})
-    assert response.status_code == 200, response.text
-    return response.json()["text"]
 
 
 class Observed:
@@ -229,7 +222,8 @@ async def test_manual_commits_match_sync_results_in_commit_order(stack, data_dir
     done = [e for e in events if e["type"].endswith(".completed")]
     assert [e["item_id"] for e in done] == [first, second]  # commit order, not finish order
     assert recorder.finished[0].request.duration < 4.0  # weather (3.5 s) came back first
-    assert [e["transcript"] for e in done] == references
+    # (Turns of one tenant queued together may share a window: the words match, WER ≤ 0.02.)
+    assert all(wer(r, e["transcript"]) <= 0.02 for r, e in zip(references, done, strict=True))
     for item, event in zip((first, second), done, strict=True):
         deltas = [
             e["delta"] for e in events if e["type"].endswith(".delta") and e["item_id"] == item
@@ -354,7 +348,10 @@ async def test_handshake_needs_a_key_and_sessions_are_limited_per_key(make_stack
             await again.send(type="input_audio_buffer.commit")
             done = await again.until("conversation.item.input_audio_transcription.completed")
             assert "hello" in done[-1]["transcript"].lower()
-    assert "hello" in (await sync_text(stack, (data_dir / "hello.wav").read_bytes(), bob)).lower()
+    async with stack.http({"Authorization": f"Bearer {bob}"}) as http:  # HTTP goes on too
+        files = {"file": ("a.wav", (data_dir / "hello.wav").read_bytes())}
+        response = await http.post("/v1/audio/transcriptions", files=files)
+    assert response.status_code == 200 and "hello" in response.json()["text"].lower()
 
 
 async def test_idle_sessions_and_long_sessions_are_closed(make_stack):
@@ -415,6 +412,8 @@ async def test_eight_concurrent_sessions_share_batches_and_match_sync(make_stack
     voices = tmp_path_factory.mktemp("voices")
     clips = [say(voices, f"s{i}", text, voice) for i, (voice, text) in enumerate(SPEAKERS)]
     keys = [create_key(stack.jobs.store, f"tenant-{i}", "live")[0] for i in range(len(clips))]
+    # The sync results come from other tenants, so they never share a window with a live turn.
+    sync_keys = [create_key(stack.jobs.store, f"sync-{i}", "sync")[0] for i in range(len(clips))]
     recorder = ScriptedModelClient(stack)
     rate = 24000
 
@@ -436,14 +435,15 @@ async def test_eight_concurrent_sessions_share_batches_and_match_sync(make_stack
             return await client.until("conversation.item.input_audio_transcription.completed")
 
     streams = [stream_of(clip) for clip in clips]
+    # The sync result of the same audio (the turn begins within the 300 ms prefix padding, so
+    # the live turn and the file give the VAD chunker the same samples), decoded while the
+    # sessions speak (the model is idle until their turns end).
+    references = asyncio.gather(
+        *(sync_text(stack, wav_bytes(a, rate), k) for k, a in zip(sync_keys, streams, strict=True))
+    )
     async with serving(stack.app) as served:
         results = await asyncio.gather(*(speak(k, a) for k, a in zip(keys, streams, strict=True)))
-    # The sync result of the same audio (the turn begins within the 300 ms prefix padding,
-    # so the live turn and the file give the VAD chunker the same samples).
-    references = await asyncio.gather(
-        *(sync_text(stack, wav_bytes(a, rate), k) for k, a in zip(keys, streams, strict=True))
-    )
-    for events, reference in zip(results, references, strict=True):
+    for events, reference in zip(results, await references, strict=True):
         kinds = [e["type"] for e in events]
         assert kinds[:3] == [
             "input_audio_buffer.speech_started",
@@ -459,3 +459,31 @@ async def test_eight_concurrent_sessions_share_batches_and_match_sync(make_stack
         key = (finished.result.batch_s, finished.result.batch_size)
         batches.setdefault(key, set()).add(finished.request.tenant)
     assert max(len(tenants) for tenants in batches.values()) >= 2, batches
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+async def test_cli_live_prints_each_turn_as_it_is_transcribed(
+    url, data_dir, tmp_path, capsys, reference_texts
+):
+    from serve_app.client.cli import main
+
+    silence = np.zeros(16000, dtype="<i2")
+    talk = [fixture_pcm(data_dir / name) for name in ("hello.wav", "weather.wav")]
+    path = tmp_path / "two-turns.wav"
+    path.write_bytes(wav_bytes(np.concatenate([silence, talk[0], silence, talk[1]]), 16000))
+    base = url.replace("ws:", "http:")
+    code = await asyncio.to_thread(main, ["live", str(path), "--url", base, "--speed", "0"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 2, out
+    for line, name in zip(lines, ("hello.wav", "weather.wav"), strict=True):
+        assert wer(reference_texts[name], line) < 0.2, line
+    missing = await asyncio.to_thread(main, ["live", str(tmp_path / "nope.wav"), "--url", base])
+    assert missing == 2
+    refused = await asyncio.to_thread(
+        main, ["--url", base, "live", str(path), "--model", "gpt-4o-transcribe"]
+    )
+    assert refused == 2 and "refused" in capsys.readouterr().err
