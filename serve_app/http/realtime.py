@@ -164,14 +164,19 @@ CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
 }
 
 
-def parse_client_event(text: str) -> ClientEvent:
-    """One client message as its event model; raises InvalidEvent or UnknownEvent."""
+def decode_event(text: str) -> dict[str, Any]:
+    """A client message as a JSON object with a string `type`; raises InvalidEvent."""
     try:
         raw = json.loads(text)
     except ValueError as exc:
         raise InvalidEvent(f"the message is not JSON: {exc}") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         raise InvalidEvent("an event is a JSON object with a string 'type'")
+    return raw
+
+
+def validate_event(raw: dict[str, Any]) -> ClientEvent:
+    """The event model for `raw["type"]`; raises UnknownEvent or InvalidEvent."""
     model = CLIENT_EVENTS.get(raw["type"])
     if model is None:
         known = ", ".join(CLIENT_EVENTS)
@@ -180,15 +185,6 @@ def parse_client_event(text: str) -> ClientEvent:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise InvalidEvent(f"invalid {raw['type']}: {validation_summary(exc)}") from exc
-
-
-def _event_id_of(text: str) -> str | None:
-    """The client's event_id, if the message has one (for error events)."""
-    with contextlib.suppress(ValueError):
-        raw = json.loads(text)
-        if isinstance(raw, dict) and isinstance(raw.get("event_id"), str):
-            return raw["event_id"][:128]
-    return None
 
 
 # ---- server events ------------------------------------------------------------------------
@@ -412,9 +408,10 @@ class RealtimeSession:
                 raise InvalidEvent("binary messages are not events; send JSON text messages")
             if len(text) > self.config.max_message_bytes:
                 raise self._too_large(len(text.encode()))
-            event_id = _event_id_of(text)
-            event = parse_client_event(text)
-            await self._dispatch(event)
+            raw = decode_event(text)
+            if isinstance(raw.get("event_id"), str):
+                event_id = raw["event_id"][:128]
+            await self._dispatch(validate_event(raw))
         except ServiceError as exc:
             await self.send(ErrorEvent(error=event_error(exc, event_id)))
 
