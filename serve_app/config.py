@@ -306,6 +306,66 @@ class IngressConfig(_Strict):
     )
 
 
+class ServerVadSettings(_Strict):
+    """Server VAD defaults of a realtime session (a `session.update` may change them)."""
+
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Silero speech probability that starts a turn."
+    )
+    prefix_padding_ms: int = Field(
+        300, ge=0, le=5000, description="Audio kept before the detected start of speech."
+    )
+    silence_duration_ms: int = Field(
+        500, ge=50, le=10_000, description="Silence that ends a turn (and commits it)."
+    )
+
+
+class RealtimeConfig(_Strict):
+    """Realtime transcription sessions: the `/v1/realtime` WebSocket."""
+
+    enabled: bool = Field(True, description="Serve the /v1/realtime WebSocket.")
+    max_sessions_per_key: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="Open sessions per API key (per ingress replica); one more is refused "
+        "with an error event and close code 1008.",
+    )
+    max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest client message; a larger one gets an error event and is dropped "
+        "(the server itself closes the socket above 16 MiB).",
+    )
+    max_buffered_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Audio a session may hold uncommitted; an append beyond it gets an error "
+        "event (manual commits) or the turn is committed (server VAD).",
+    )
+    max_utterance_s: float = Field(
+        30.0,
+        gt=1,
+        le=600,
+        description="With server VAD, speech that goes on this long is committed as one turn "
+        "and the next turn starts at once.",
+    )
+    max_session_s: float = Field(
+        3600.0, gt=0, description="A session is closed (error event first) after this long."
+    )
+    idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A session without a client message for this long is closed (error "
+        "event first).",
+    )
+    vad: ServerVadSettings = Field(
+        default_factory=ServerVadSettings, description="Server VAD defaults of new sessions."
+    )
+
+
 class AppConfig(_Strict):
     """Root of the app-builder args (`serve_config.yaml` → `args:`)."""
 
@@ -323,6 +383,7 @@ class AppConfig(_Strict):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:

@@ -11,6 +11,9 @@ registry that would only see one replica. Ray prefixes the names with `ray_`.
   queue depth and clips per window, per model.
 - JobTracker (`JobMetrics`): `whisper_jobs_finished_total` by model and outcome,
   `whisper_webhook_deliveries_total` by outcome (one per attempt).
+- Ingress, realtime sessions (`LiveMetrics`, the `LiveObserver` of `serve_app.http.realtime`):
+  `whisper_live_sessions` (open now), `whisper_live_completed_seconds` (end of speech, i.e.
+  the committed turn, to its `completed` event) and `whisper_live_utterances_total` by outcome.
 """
 
 from __future__ import annotations
@@ -157,3 +160,40 @@ class PhaseMetrics:
     def request_phases(self, model: str, phases: dict[str, float]) -> None:
         for phase, seconds in phases.items():
             self.phases.observe(seconds, tags={"model": model, "phase": phase})
+
+
+class LiveObserver(Protocol):
+    """What the realtime route reports (the ingress passes `LiveMetrics`; tests a recorder)."""
+
+    def sessions_open(self, count: int) -> None: ...
+
+    def utterance_done(self, model: str, outcome: str, seconds: float) -> None: ...
+
+
+class LiveMetrics:
+    """Realtime sessions of one ingress replica: open sessions and end-of-speech latency."""
+
+    def __init__(self) -> None:
+        self.sessions = serve_metrics.Gauge(
+            "whisper_live_sessions", description="Open realtime (/v1/realtime) sessions."
+        )
+        self.latency = serve_metrics.Histogram(
+            "whisper_live_completed_seconds",
+            description="From the end of speech (the committed turn) to its completed event.",
+            boundaries=[0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 16, 32],
+            tag_keys=_keys("model"),
+        )
+        self.utterances = serve_metrics.Counter(
+            "whisper_live_utterances_total",
+            description="Committed turns of realtime sessions by outcome (completed, failed, "
+            "cancelled: the client left first).",
+            tag_keys=_keys("model", "outcome"),
+        )
+
+    def sessions_open(self, count: int) -> None:
+        self.sessions.set(count)
+
+    def utterance_done(self, model: str, outcome: str, seconds: float) -> None:
+        self.utterances.inc(1, tags={"model": model, "outcome": outcome})
+        if outcome == "completed":
+            self.latency.observe(seconds, tags={"model": model})

@@ -94,6 +94,11 @@ class TranscriptionForm(TranscribeOptions):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     response_format: ResponseFormat = "json"
+    stream: bool = Field(
+        False,
+        description="Answer with server-sent events (transcript.text.delta as chunks finish, "
+        "then transcript.text.done); json, text or verbose_json (adds transcript.text.segment)",
+    )
     timestamp_granularities: list[Granularity] | None = Field(
         None,
         alias="timestamp_granularities[]",
@@ -116,6 +121,58 @@ class TranscriptionForm(TranscribeOptions):
             segment_timestamps=self.response_format in TIMESTAMPED_FORMATS,
         )
         return TranscribeOptions.model_validate(fields)
+
+
+# ---- stream=true: server-sent events (OpenAI's transcript.text.* shapes) -------------------
+
+STREAM_FORMATS = frozenset({"json", "text", "verbose_json"})
+
+
+class DurationUsage(BaseModel):
+    """Usage of a transcription billed by audio length."""
+
+    type: Literal["duration"] = "duration"
+    seconds: float = Field(description="Seconds of audio in the request.")
+
+
+class TranscriptTextDelta(BaseModel):
+    """More text, in audio order; the deltas of one stream join into the done event's text."""
+
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class TranscriptTextSegment(BaseModel):
+    """A finished segment with its times in the audio (response_format=verbose_json)."""
+
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    words: list[WireWord] | None = None
+
+
+class TranscriptTextDone(BaseModel):
+    """The last event of a successful stream: the whole text."""
+
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: DurationUsage
+
+
+class StreamErrorDetail(BaseModel):
+    type: str = Field(description="invalid_request_error, rate_limit_error or server_error.")
+    code: str = Field(description="The same stable code as the JSON error bodies.")
+    message: str
+    event_id: str | None = Field(None, description="The client event that caused it, if any.")
+
+
+class StreamError(BaseModel):
+    """Ends a stream that failed after it started (no done event follows)."""
+
+    type: Literal["error"] = "error"
+    error: StreamErrorDetail
 
 
 class JobRequest(TranscribeOptions):

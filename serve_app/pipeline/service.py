@@ -13,8 +13,9 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from serve_app.options import Caller, DecodeOptions, TranscribeOptions
 from serve_app.pipeline.chunking import ChunkPlan, plan_chunks, restore_timestamps
 from serve_app.pipeline.decode import SAMPLE_RATE
 from serve_app.pipeline.sandbox import DecoderPool
-from serve_app.results import LanguageGuess, TranscriptionResult
+from serve_app.results import LanguageGuess, Segment, TranscriptionResult
 
 logger = logging.getLogger("ray.serve")
 
@@ -44,6 +45,19 @@ class PreparedAudio:
     caller: Caller
     pack: bool = True
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+
+
+@dataclass
+class ChunkTranscript:
+    """One chunk's part of a streamed transcript, handed out in audio order."""
+
+    index: int
+    segments: list[Segment]  # times in the original audio; ids numbered across the stream
+    result: ChunkResult
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments)
 
 
 class TranscriptionService:
@@ -174,6 +188,43 @@ class TranscriptionService:
             for task in tasks:
                 if not task.done():
                     task.cancel()
+
+    async def stream_chunks(self, prepared: PreparedAudio) -> AsyncIterator[ChunkTranscript]:
+        """Chunks in audio order, each as soon as it and every chunk before it are done.
+
+        Built on `run_chunks` (the same batching path): chunks that finish early wait here
+        until the ones before them are out. Times are restored to the original audio per
+        chunk, as `assemble` does for the whole. The stream as a whole is capped at
+        `limits.request_timeout_s` (`Overloaded`, 503).
+        """
+        timeout_s = self.config.limits.request_timeout_s
+        deadline = time.monotonic() + timeout_s
+        total = len(prepared.plan.chunks)
+        finished: dict[int, ChunkResult] = {}
+        next_index, next_id = 0, 1
+        # An async generator: closing it cancels the chunks still in flight.
+        chunks = cast(AsyncGenerator[tuple[int, ChunkResult]], self.run_chunks(prepared))
+        try:
+            while next_index < total:
+                remaining = max(0.0, deadline - time.monotonic())
+                try:
+                    index, result = await asyncio.wait_for(anext(chunks), remaining)
+                except TimeoutError as exc:
+                    raise Overloaded(
+                        f"transcription did not finish within {timeout_s:.0f} s"
+                    ) from exc
+                finished[index] = result
+                while next_index in finished:
+                    result = finished.pop(next_index)
+                    segments = [copy.deepcopy(seg) for seg in result.segments]
+                    segments = restore_timestamps(segments, prepared.plan)
+                    for segment in segments:
+                        segment.id = next_id
+                        next_id += 1
+                    yield ChunkTranscript(next_index, segments, result)
+                    next_index += 1
+        finally:
+            await chunks.aclose()
 
     def _coming(self, key: str, model: str) -> int:
         """Requests decoding here whose chunks may join batches of `key`."""
