@@ -126,7 +126,11 @@ def ceiling(
 
 
 def direct_pipeline(
-    engine: WhisperEngine, clip: Clip, batch_size: int = 8, beam_size: int = 5
+    engine: WhisperEngine,
+    clip: Clip,
+    batch_size: int = 8,
+    beam_size: int = 5,
+    without_timestamps: bool = True,
 ) -> BaselineRun:
     """`BatchedInferencePipeline.transcribe` on one file: decode, VAD, batched generate.
 
@@ -135,7 +139,10 @@ def direct_pipeline(
     run = BaselineRun("pipeline", 0.0, clip.duration)
     started = time.perf_counter()
     segments, _info = engine.pipeline.transcribe(
-        str(clip.path), batch_size=batch_size, beam_size=beam_size
+        str(clip.path),
+        batch_size=batch_size,
+        beam_size=beam_size,
+        without_timestamps=without_timestamps,
     )
     text = "".join(s.text for s in segments).strip()
     run.wall_s = time.perf_counter() - started

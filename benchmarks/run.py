@@ -328,6 +328,10 @@ def run_shape_baselines(
         run = baselines.direct_pipeline(engine, long, batch_size)
         out["long_pipeline"] = _entry_with_wer(run, [long])
         log(f"shapes: direct pipeline {run.wall_s:.1f} s")
+        if "job" in opts.shapes:
+            run = baselines.direct_pipeline(engine, long, batch_size, without_timestamps=False)
+            out["long_pipeline_timestamps"] = _entry_with_wer(run, [long])
+            log(f"shapes: direct pipeline with timestamps {run.wall_s:.1f} s")
         if "long" in opts.shapes or "job" in opts.shapes:
             run = baselines.naive(engine, [long], vad_filter=True)
             out["long_naive_vad"] = _entry_with_wer(run, [long])
@@ -403,6 +407,14 @@ def run_shapes(
             job["wer"] = _long_wer(long, job.pop("text", None), job.get("wall_s"))
             log(f"shapes: long job {job.get('wall_s')} s, status {job.get('status')}")
             out["job"] = job
+            log(f"shapes: {long.name} as one job with the job API's default timestamps")
+            stamped = _shape(
+                "job_timestamps",
+                lambda: asyncio.run(shapes.long_job(service.url, long, model, index + 2, True)),
+            )
+            stamped["wer"] = _long_wer(long, stamped.pop("text", None), stamped.get("wall_s"))
+            log(f"shapes: long job with timestamps {stamped.get('wall_s')} s")
+            out["job_timestamps"] = stamped
         if "mixed" in opts.shapes:
             clients = opts.mixed_clients
             log(f"shapes: mixed: {long.name} job + {clients} clients of {five.name}")

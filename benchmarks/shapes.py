@@ -122,14 +122,17 @@ async def long_sync(base_url: str, clip: Clip, model: str) -> dict[str, Any]:
 
 
 async def _submit_job(
-    client: httpx.AsyncClient, clip: Clip, model: str, index: int
+    client: httpx.AsyncClient, clip: Clip, model: str, index: int, timestamps: bool = False
 ) -> tuple[str | None, int, str | None]:
-    """POST /v1/jobs with the clip made unique by `index` (the service dedupes by audio)."""
+    """POST /v1/jobs with the clip made unique by `index` (the service dedupes by audio).
+
+    `timestamps=False` decodes as the direct pipeline does by default (no timestamp tokens);
+    True is the job API's default (segment times for srt, vtt and verbose_json results).
+    """
+    fields = {"model": model, "segment_timestamps": str(timestamps).lower()}
     try:
         response = await client.post(
-            JOBS_PATH,
-            files={"file": (clip.name, unique_wav(clip.data, index))},
-            data={"model": model},
+            JOBS_PATH, files={"file": (clip.name, unique_wav(clip.data, index))}, data=fields
         )
     except httpx.HTTPError as exc:
         return None, 0, f"{type(exc).__name__}: {exc}"
@@ -205,11 +208,13 @@ def _job_timeout(clip: Clip) -> float:
     return max(600.0, 10 * clip.duration)
 
 
-async def long_job(base_url: str, clip: Clip, model: str, index: int) -> dict[str, Any]:
+async def long_job(
+    base_url: str, clip: Clip, model: str, index: int, timestamps: bool = False
+) -> dict[str, Any]:
     """The recording as one job: submit, poll every 0.1 s until succeeded; wall = both."""
     async with make_client(base_url, 4, timeout_s=600) as client:
         submitted = time.perf_counter()
-        job_id, status, error = await _submit_job(client, clip, model, index)
+        job_id, status, error = await _submit_job(client, clip, model, index, timestamps)
         if job_id is None:
             return {"clip": clip.name, "submit_status": status, "error": error, "wall_s": None}
         submit_s = time.perf_counter() - submitted

@@ -15,6 +15,7 @@ from serve_app.http.app import build_http_app
 from serve_app.inference.protocol import Placement, ReplicaStats
 from serve_app.jobs.actor import RayTrackerClient, get_or_create_tracker
 from serve_app.jobs.frontend import JobsFrontend
+from serve_app.observability import LiveMetrics, PhaseMetrics
 from serve_app.options import INTERACTIVE_PRIORITY, Caller, TranscribeOptions
 from serve_app.pipeline.clients import ray_clients
 from serve_app.pipeline.service import TranscriptionService
@@ -43,7 +44,7 @@ class Ingress:
             await self.jobs.tracker.check()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_http_app(self.service, self.jobs)
+        return build_http_app(self.service, self.jobs, PhaseMetrics(), LiveMetrics())
 
     async def transcribe(
         self,

@@ -27,7 +27,27 @@ class BatchSettings(_Strict):
         0.05,
         ge=0.0,
         le=5.0,
-        description="How long a non-full batch waits for more chunks before it runs.",
+        description="How long a non-full batch waits for more chunks before it runs, when "
+        "the callers gave no word of what is coming.",
+    )
+    max_linger_s: float = Field(
+        0.1,
+        ge=0.0,
+        le=10.0,
+        description="How long a non-full batch may wait for chunks its callers said are on "
+        "their way (requests still decoding, chunks not yet sent); it runs at once when they "
+        "said nothing more is coming.",
+    )
+    busy_background_batch_size: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Most chunks in a background (job) batch while interactive or live chunks "
+        "arrived or were answered in the last busy_window_s: a running batch cannot be "
+        "interrupted, so this bounds how long an interactive chunk waits behind a job's batch.",
+    )
+    busy_window_s: float = Field(
+        1.0, ge=0.0, le=60.0, description="How long interactive traffic counts as present."
     )
 
 
@@ -286,6 +306,66 @@ class IngressConfig(_Strict):
     )
 
 
+class ServerVadSettings(_Strict):
+    """Server VAD defaults of a realtime session (a `session.update` may change them)."""
+
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Silero speech probability that starts a turn."
+    )
+    prefix_padding_ms: int = Field(
+        300, ge=0, le=5000, description="Audio kept before the detected start of speech."
+    )
+    silence_duration_ms: int = Field(
+        500, ge=50, le=10_000, description="Silence that ends a turn (and commits it)."
+    )
+
+
+class RealtimeConfig(_Strict):
+    """Realtime transcription sessions: the `/v1/realtime` WebSocket."""
+
+    enabled: bool = Field(True, description="Serve the /v1/realtime WebSocket.")
+    max_sessions_per_key: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="Open sessions per API key (per ingress replica); one more is refused "
+        "with an error event and close code 1008.",
+    )
+    max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest client message; a larger one gets an error event and is dropped "
+        "(the server itself closes the socket above 16 MiB).",
+    )
+    max_buffered_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Audio a session may hold uncommitted; an append beyond it gets an error "
+        "event (manual commits) or the turn is committed (server VAD).",
+    )
+    max_utterance_s: float = Field(
+        30.0,
+        gt=1,
+        le=600,
+        description="With server VAD, speech that goes on this long is committed as one turn "
+        "and the next turn starts at once.",
+    )
+    max_session_s: float = Field(
+        3600.0, gt=0, description="A session is closed (error event first) after this long."
+    )
+    idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A session without a client message for this long is closed (error "
+        "event first).",
+    )
+    vad: ServerVadSettings = Field(
+        default_factory=ServerVadSettings, description="Server VAD defaults of new sessions."
+    )
+
+
 class AppConfig(_Strict):
     """Root of the app-builder args (`serve_config.yaml` → `args:`)."""
 
@@ -303,6 +383,7 @@ class AppConfig(_Strict):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:

@@ -41,6 +41,26 @@ class UnknownModel(BadRequest):
     code = "model_not_found"
 
 
+class InvalidEvent(BadRequest):
+    """A realtime client message that is not JSON or not a valid event."""
+
+    code = "invalid_event"
+
+
+class UnknownEvent(InvalidEvent):
+    code = "unknown_event"
+
+
+class UnsupportedAudioFormat(BadRequest):
+    code = "unsupported_audio_format"
+
+
+class EmptyAudioBuffer(BadRequest):
+    """A realtime commit with (next to) nothing in the input audio buffer."""
+
+    code = "input_audio_buffer_commit_empty"
+
+
 class Unauthorized(ServiceError):
     status, code = 401, "unauthorized"
 
@@ -77,6 +97,12 @@ class DecoderFailed(UndecodableAudio):
     """The sandboxed decoder crashed or ran out of time: bad input, or an overloaded host."""
 
     code = "decoder_failed"
+
+
+class SessionTimeout(ServiceError):
+    """A realtime session went idle too long or reached its maximum length."""
+
+    status, code = 408, "session_timeout"
 
 
 class RateLimited(ServiceError):

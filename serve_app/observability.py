@@ -11,11 +11,14 @@ registry that would only see one replica. Ray prefixes the names with `ray_`.
   queue depth and clips per window, per model.
 - JobTracker (`JobMetrics`): `whisper_jobs_finished_total` by model and outcome,
   `whisper_webhook_deliveries_total` by outcome (one per attempt).
+- Ingress, realtime sessions (`LiveMetrics`, the `LiveObserver` of `serve_app.http.realtime`):
+  `whisper_live_sessions` (open now), `whisper_live_completed_seconds` (end of speech, i.e.
+  the committed turn, to its `completed` event) and `whisper_live_utterances_total` by outcome.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from ray.serve import metrics as serve_metrics
 from ray.util import metrics as ray_metrics
@@ -136,3 +139,61 @@ class ReplicaMetrics:
 
     def queue_depth(self, depth: int) -> None:
         self.queue.set(depth)
+
+
+class PhaseObserver(Protocol):
+    def request_phases(self, model: str, phases: dict[str, float]) -> None: ...
+
+
+class PhaseMetrics:
+    """Each request's time budget: `whisper_request_phase_seconds` by model and phase."""
+
+    def __init__(self) -> None:
+        self.phases = ray_metrics.Histogram(
+            "whisper_request_phase_seconds",
+            description="Seconds one request spent in each phase (read, decode, vad, language, "
+            "queue, batch, assemble, render, total).",
+            boundaries=[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+            tag_keys=_keys("model", "phase"),
+        )
+
+    def request_phases(self, model: str, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.phases.observe(seconds, tags={"model": model, "phase": phase})
+
+
+class LiveObserver(Protocol):
+    """What the realtime route reports (the ingress passes `LiveMetrics`; tests a recorder)."""
+
+    def sessions_open(self, count: int) -> None: ...
+
+    def utterance_done(self, model: str, outcome: str, seconds: float) -> None: ...
+
+
+class LiveMetrics:
+    """Realtime sessions of one ingress replica: open sessions and end-of-speech latency."""
+
+    def __init__(self) -> None:
+        self.sessions = serve_metrics.Gauge(
+            "whisper_live_sessions", description="Open realtime (/v1/realtime) sessions."
+        )
+        self.latency = serve_metrics.Histogram(
+            "whisper_live_completed_seconds",
+            description="From the end of speech (the committed turn) to its completed event.",
+            boundaries=[0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 16, 32],
+            tag_keys=_keys("model"),
+        )
+        self.utterances = serve_metrics.Counter(
+            "whisper_live_utterances_total",
+            description="Committed turns of realtime sessions by outcome (completed, failed, "
+            "cancelled: the client left first).",
+            tag_keys=_keys("model", "outcome"),
+        )
+
+    def sessions_open(self, count: int) -> None:
+        self.sessions.set(count)
+
+    def utterance_done(self, model: str, outcome: str, seconds: float) -> None:
+        self.utterances.inc(1, tags={"model": model, "outcome": outcome})
+        if outcome == "completed":
+            self.latency.observe(seconds, tags={"model": model})

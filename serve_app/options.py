@@ -22,6 +22,8 @@ RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 
 # Higher runs first in the replica's batcher: live and interactive calls outrank jobs (0-9).
 INTERACTIVE_PRIORITY = 10
+# Utterances of realtime sessions (/v1/realtime): someone is waiting on every word.
+LIVE_PRIORITY = 20
 
 
 @dataclass(frozen=True)

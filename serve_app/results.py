@@ -59,6 +59,9 @@ class TranscriptionResult:
     chunks: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     window_clips: list[int] = field(default_factory=list)  # per chunk: clips in its window
+    # Where the time went, phase -> seconds: decode, vad, language, chunks (all chunks
+    # through the batcher), queue and batch (of the slowest chunk), assemble.
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def words(self) -> list[Word]:

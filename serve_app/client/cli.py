@@ -1,16 +1,20 @@
-"""`whisper-serve` command line: submit jobs and follow them with progress bars; manage keys."""
+"""`whisper-serve` command line: submit jobs and follow them with progress bars, stream audio
+live, manage keys."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+from websockets.exceptions import WebSocketException
 
-from serve_app.client import JobError, JobsClient
+from serve_app.client import JobError, JobsClient, LiveClient
+from serve_app.client.live import LiveError, print_events, raw_stream
 from serve_app.options import RESPONSE_FORMATS
 
 
@@ -37,6 +41,28 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--format", default="text", choices=RESPONSE_FORMATS)
     submit.add_argument("--out", type=Path, default=None, help="write results into this folder")
 
+    live = commands.add_parser(
+        "live",
+        help="stream audio to /v1/realtime at real-time pace and print the transcript as it comes",
+    )
+    live.add_argument(
+        "file",
+        help="an audio file, or - for raw s16le mono PCM on stdin at --rate "
+        "(e.g. arecord -f S16_LE -r 24000 -c 1 -t raw | whisper-serve live -)",
+    )
+    # Also accepted after the command (`whisper-serve live f.wav --url …`).
+    live.add_argument("--url", default=argparse.SUPPRESS, help="service base URL")
+    live.add_argument("--api-key", default=argparse.SUPPRESS, help="Bearer token")
+    live.add_argument("--model", default=None)
+    live.add_argument("--language", default=None)
+    live.add_argument("--prompt", default=None)
+    live.add_argument("--rate", type=int, default=24000, choices=(24000, 16000))
+    live.add_argument("--speed", type=float, default=1.0, help="x real time; 0 = no pacing")
+    live.add_argument(
+        "--no-vad", dest="vad", action="store_false", help="no server VAD: one commit at the end"
+    )
+    live.add_argument("--events", action="store_true", help="print every server event as JSON")
+
     status = commands.add_parser("status", help="show jobs")
     status.add_argument("job_ids", nargs="*")
 
@@ -61,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "live":
+        return _live(args)
     with JobsClient(args.url, api_key=args.api_key) as client:
         try:
             if args.command == "transcribe":
@@ -99,6 +127,33 @@ def _keys(args: argparse.Namespace) -> int:
             state = f"revoked {row.revoked_at.isoformat()}" if row.revoked_at else "active"
             print(f"{row.id}  {row.name:<16}  {row.created_at.isoformat()}  {state}")
         return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    client = LiveClient(
+        args.url,
+        api_key=args.api_key,
+        model=args.model,
+        language=args.language,
+        prompt=args.prompt,
+        rate=args.rate,
+        vad=args.vad,
+    )
+    show = print_events(raw=args.events)
+    try:
+        if args.file == "-":
+            asyncio.run(client.stream(raw_stream(sys.stdin.buffer, args.rate), show))
+        elif not Path(args.file).is_file():
+            print(f"error: no such file: {args.file}", file=sys.stderr)
+            return 2
+        else:
+            client.stream_file(args.file, show, speed=args.speed)
+    except (OSError, TimeoutError, WebSocketException, LiveError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _transcribe(client: JobsClient, args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from serve_app.client.live import LiveClient
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -33,9 +35,27 @@ class JobsClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+            base_url=self._base_url, headers=headers, timeout=timeout, transport=transport
         )
+
+    def live(
+        self,
+        audio: str | Path,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        speed: float = 1.0,
+        **session: Any,
+    ) -> list[str]:
+        """Stream a file to `/v1/realtime` at `speed` x real time; the turns' transcripts.
+
+        `session`: `model`, `language`, `prompt`, `vad` (see `LiveClient`); `on_event` sees
+        every server event as it arrives (deltas, completed turns, errors).
+        """
+        client = LiveClient(self._base_url, api_key=self._api_key, **session)
+        return client.stream_file(audio, on_event, speed=speed)
 
     def close(self) -> None:
         self._http.close()

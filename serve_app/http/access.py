@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope
 
 from serve_app.config import RateLimitSettings
 from serve_app.security.keys import ANONYMOUS_KEY_ID, Principal
@@ -56,7 +57,12 @@ def get_access(
     The bearer parameter only documents the scheme in OpenAPI; the middleware already checked
     the header. Routers mounted without the middleware (unit tests) see the default tenant.
     """
-    access = request.scope.get("state", {}).get("access")
+    return scope_access(request.scope)
+
+
+def scope_access(scope: Scope) -> Access:
+    """The `Access` AccessMiddleware left in an HTTP or WebSocket scope (default tenant if none)."""
+    access = scope.get("state", {}).get("access")
     return access if isinstance(access, Access) else _FALLBACK
 
 

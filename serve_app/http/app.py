@@ -9,16 +9,27 @@ from serve_app.http.errors import install_error_handlers
 from serve_app.http.jobs import jobs_router
 from serve_app.http.metrics import install_observability
 from serve_app.http.middleware import AccessMiddleware, UploadLimitMiddleware
+from serve_app.http.realtime import realtime_router
 from serve_app.http.routes import health_router, transcription_router
 from serve_app.jobs.frontend import JobsFrontend
+from serve_app.observability import LiveObserver, PhaseObserver
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.security.keys import Authenticator
 from serve_app.security.ratelimit import RateLimiter
 from serve_app.stores import JobStore, open_job_store
 
 
-def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = None) -> FastAPI:
-    """The ASGI app served by the ingress deployment (and in-process by `serve_app.testing`)."""
+def build_http_app(
+    service: TranscriptionService,
+    jobs: JobsFrontend | None = None,
+    phases: PhaseObserver | None = None,
+    live: LiveObserver | None = None,
+) -> FastAPI:
+    """The ASGI app served by the ingress deployment (and in-process by `serve_app.testing`).
+
+    `phases` and `live` receive request phases and realtime-session metrics (the ingress
+    passes Ray metrics; in-process apps pass nothing).
+    """
     config = service.config
     app = FastAPI(
         title="whisper-serve",
@@ -37,8 +48,10 @@ def build_http_app(service: TranscriptionService, jobs: JobsFrontend | None = No
     )
     install_error_handlers(app)
     install_observability(app, config)  # after add_middleware: outermost, counts refusals
-    app.include_router(transcription_router(service))
+    app.include_router(transcription_router(service, phases))
     app.include_router(health_router(service, config))
+    if config.realtime.enabled:
+        app.include_router(realtime_router(service, config.realtime, live))
     if jobs is not None:
         app.include_router(jobs_router(jobs))
     return app

@@ -10,9 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from serve_app.errors import BadRequest, ServiceError
+from serve_app.http.schemas import StreamErrorDetail
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,6 +49,26 @@ def _service_error(exc: BaseException) -> ServiceError | None:
         current = current.__cause__
         seen += 1
     return None
+
+
+def event_error(exc: BaseException, event_id: str | None = None) -> StreamErrorDetail:
+    """The `error` of an SSE or realtime error event: OpenAI's type, our stable code.
+
+    Anything that is not a `ServiceError` is logged and reported as an internal error.
+    """
+    found = _service_error(exc)
+    if found is None:
+        logger.error("unhandled error in a stream", exc_info=exc)
+        found = ServiceError("internal error; the failure was logged")
+    if found.status == 429:
+        kind = "rate_limit_error"
+    elif found.status in (401, 403):
+        kind = "authentication_error"
+    elif found.status < 500:
+        kind = "invalid_request_error"
+    else:
+        kind = "server_error"
+    return StreamErrorDetail(type=kind, code=found.code, message=found.message, event_id=event_id)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -99,3 +120,29 @@ async def send_json(send: Send, exc: ServiceError) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_websocket_denial(
+    scope: Scope, receive: Receive, send: Send, exc: ServiceError
+) -> None:
+    """Refuse a WebSocket handshake: the JSON error as the HTTP response where the server
+    supports that (ASGI `websocket.http.response`, as uvicorn does), else a close (403)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
+        return
+    body = json.dumps(exc.to_body()).encode()
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": exc.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})

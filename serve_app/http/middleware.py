@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.errors import BackendUnavailable, PayloadTooLarge, ServiceError
 from serve_app.http.access import Access
-from serve_app.http.errors import send_json
+from serve_app.http.errors import send_json, send_websocket_denial
 from serve_app.security.keys import Authenticator
 from serve_app.security.ratelimit import RateLimiter
 
@@ -26,6 +26,9 @@ class AccessMiddleware:
 
     Runs before the body is read, so a caller without a valid key cannot make the service
     buffer an upload; the resulting `Access` is left in the scope for `get_access`.
+    WebSocket handshakes (`/v1/realtime`) are checked the same way, before they are accepted;
+    a refused one gets the JSON error as its HTTP response (or a close where the server
+    cannot send one, which clients see as 403).
     """
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator, limiter: RateLimiter) -> None:
@@ -34,18 +37,24 @@ class AccessMiddleware:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) in PUBLIC_PATHS:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or _route_path(scope) in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        refusal: ServiceError | None = None
         try:
             principal = await self.authenticator.authenticate(_header(scope, b"authorization"))
             await self.limiter.hit(principal)
         except ServiceError as exc:
-            await send_json(send, exc)
-            return
+            refusal = exc
         except Exception as exc:  # never a bare 500 from the gate: log and say "retry"
             logger.exception("access check failed", exc_info=exc)
-            await send_json(send, BackendUnavailable("access check unavailable; retry"))
+            refusal = BackendUnavailable("access check unavailable; retry")
+        if refusal is not None:
+            if kind == "websocket":
+                await send_websocket_denial(scope, receive, send, refusal)
+            else:
+                await send_json(send, refusal)
             return
         scope.setdefault("state", {})["access"] = Access(principal, self.limiter)
         await self.app(scope, receive, send)

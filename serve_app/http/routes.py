@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from contextlib import AsyncExitStack
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from serve_app.config import AppConfig
-from serve_app.errors import ServiceError
-from serve_app.http.access import AccessDep, get_access
+from serve_app.errors import BadRequest, ServiceError
+from serve_app.http.access import Access, AccessDep, get_access
 from serve_app.http.formats import MEDIA_TYPES, render
 from serve_app.http.schemas import (
     ERROR_RESPONSES,
+    STREAM_FORMATS,
     Health,
     ModelCard,
     ModelList,
@@ -21,8 +24,10 @@ from serve_app.http.schemas import (
     TranscriptionJSON,
     VerboseTranscription,
 )
+from serve_app.http.streaming import SSEResponse, transcript_events
 from serve_app.inference.protocol import ReplicaInfo
-from serve_app.options import Caller, Task
+from serve_app.observability import PhaseObserver
+from serve_app.options import Caller, Task, TranscribeOptions
 from serve_app.pipeline.service import TranscriptionService
 
 FormFile = Annotated[UploadFile, File(description="Audio file (wav, mp3, flac, ogg, m4a…)")]
@@ -33,25 +38,80 @@ TRANSCRIPT_RESPONSES: dict[int | str, dict] = {
     200: {
         "model": TranscriptionJSON | VerboseTranscription,
         "description": "The transcript in the requested response_format",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "description": "stream=true: transcript.text.delta / .segment / .done events",
+            },
+        },
     },
 }
 
 
-def transcription_router(service: TranscriptionService) -> APIRouter:
+def transcription_router(
+    service: TranscriptionService, observer: PhaseObserver | None = None
+) -> APIRouter:
     router = APIRouter()
     config = service.config
 
     async def run(access: AccessDep, task: Task, file: UploadFile, form: TranscriptionForm):
         options = form.options(task)
         service.resolve_model(options.model)  # fail fast before reading a large body
+        if form.stream:
+            return await stream(access, file, form, options)
+        started = time.monotonic()
         async with access.slot():
             data = await file.read()
+            read_s = time.monotonic() - started
             result = await service.transcribe(data, options, Caller(tenant=access.tenant))
+        rendering = time.monotonic()
         body = render(result, form.response_format, form.granularities)
+        response: Response
         if isinstance(body, str):
-            return PlainTextResponse(body, media_type=MEDIA_TYPES[form.response_format])
-        return JSONResponse(body.model_dump(mode="json", exclude_none=True))
+            response = PlainTextResponse(body, media_type=MEDIA_TYPES[form.response_format])
+        else:
+            response = JSONResponse(body.model_dump(mode="json", exclude_none=True))
+        done = time.monotonic()
+        phases = {"read": read_s, **result.timings, "render": done - rendering}
+        phases["total"] = done - started
+        if observer is not None:
+            observer.request_phases(result.model, phases)
+        response.headers["server-timing"] = server_timing(phases)
+        return response
+
+    async def stream(
+        access: Access, file: UploadFile, form: TranscriptionForm, options: TranscribeOptions
+    ) -> Response:
+        """stream=true: everything that can fail on the input fails here, as JSON; then SSE."""
+        if form.response_format not in STREAM_FORMATS:
+            raise BadRequest("stream=true needs response_format json, text or verbose_json")
+        started = time.monotonic()
+        held = AsyncExitStack()
+        await held.enter_async_context(access.slot())  # held until the stream ends
+        try:
+            data = await file.read()
+            read_s = time.monotonic() - started
+            prepared = await service.prepare(data, options, Caller(tenant=access.tenant))
+        except BaseException:
+            await held.aclose()
+            raise
+        phases = {"read": read_s, **prepared.timings}
+
+        def finished() -> None:
+            if observer is not None:
+                total = time.monotonic() - started
+                observer.request_phases(prepared.model, {**phases, "total": total})
+
+        events = transcript_events(
+            service,
+            prepared,
+            segments=form.response_format == "verbose_json",
+            words=options.word_timestamps,
+            finished=finished,
+        )
+        headers = {"server-timing": server_timing(phases)}
+        return SSEResponse(events, on_close=held.aclose, headers=headers)
 
     @router.post(
         "/v1/audio/transcriptions",
@@ -118,6 +178,11 @@ def health_router(service: TranscriptionService, config: AppConfig) -> APIRouter
         return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
     return router
+
+
+def server_timing(phases: dict[str, float]) -> str:
+    """The `Server-Timing` header: each phase's duration in milliseconds."""
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in phases.items())
 
 
 def _card(ident: str, root: str, info: ReplicaInfo | None) -> ModelCard:

@@ -94,6 +94,11 @@ class TranscriptionForm(TranscribeOptions):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     response_format: ResponseFormat = "json"
+    stream: bool = Field(
+        False,
+        description="Answer with server-sent events (transcript.text.delta as chunks finish, "
+        "then transcript.text.done); json, text or verbose_json (adds transcript.text.segment)",
+    )
     timestamp_granularities: list[Granularity] | None = Field(
         None,
         alias="timestamp_granularities[]",
@@ -118,6 +123,58 @@ class TranscriptionForm(TranscribeOptions):
         return TranscribeOptions.model_validate(fields)
 
 
+# ---- stream=true: server-sent events (OpenAI's transcript.text.* shapes) -------------------
+
+STREAM_FORMATS = frozenset({"json", "text", "verbose_json"})
+
+
+class DurationUsage(BaseModel):
+    """Usage of a transcription billed by audio length."""
+
+    type: Literal["duration"] = "duration"
+    seconds: float = Field(description="Seconds of audio in the request.")
+
+
+class TranscriptTextDelta(BaseModel):
+    """More text, in audio order; the deltas of one stream join into the done event's text."""
+
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class TranscriptTextSegment(BaseModel):
+    """A finished segment with its times in the audio (response_format=verbose_json)."""
+
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    words: list[WireWord] | None = None
+
+
+class TranscriptTextDone(BaseModel):
+    """The last event of a successful stream: the whole text."""
+
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: DurationUsage
+
+
+class StreamErrorDetail(BaseModel):
+    type: str = Field(description="invalid_request_error, rate_limit_error or server_error.")
+    code: str = Field(description="The same stable code as the JSON error bodies.")
+    message: str
+    event_id: str | None = Field(None, description="The client event that caused it, if any.")
+
+
+class StreamError(BaseModel):
+    """Ends a stream that failed after it started (no done event follows)."""
+
+    type: Literal["error"] = "error"
+    error: StreamErrorDetail
+
+
 class JobRequest(TranscribeOptions):
     """POST /v1/jobs: the transcription options plus the job's own fields.
 
@@ -127,6 +184,12 @@ class JobRequest(TranscribeOptions):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
+    segment_timestamps: bool = Field(
+        True,
+        description="Decode with timestamp tokens, so that srt, vtt and verbose_json results "
+        "have per-sentence times; false decodes as BatchedInferencePipeline does by default "
+        "(one segment per VAD chunk)",
+    )
     url: str | None = Field(None, max_length=4096, description="Audio to fetch (https)")
     upload_id: str | None = Field(None, max_length=64, description="From POST /v1/uploads")
     priority: int | None = Field(None, ge=0, le=9, description="Higher runs first")
@@ -135,8 +198,9 @@ class JobRequest(TranscribeOptions):
 
     def options(self) -> TranscribeOptions:
         """The transcription options alone, as the job stores them."""
-        fields = self.model_dump(include=set(TranscribeOptions.model_fields))
-        return TranscribeOptions.model_validate({**fields, "segment_timestamps": True})
+        return TranscribeOptions.model_validate(
+            self.model_dump(include=set(TranscribeOptions.model_fields))
+        )
 
 
 class UploadTicket(BaseModel):

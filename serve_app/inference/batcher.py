@@ -4,6 +4,18 @@ Chunks from every caller (HTTP, handles, jobs) queue here, grouped by their deco
 key; chunks that share a key are decoded in one batched call. One batch runs at a time per
 replica (the model is one compute resource), so chunks that arrive while a batch runs are
 picked up together by the next one: under load batches fill up without waiting.
+
+How long a non-full batch waits is the callers' word where they give it (`linger`): while
+more chunks are known to be on their way (requests still decoding at the ingress) it
+waits up to `max_linger_s` for them; when nothing more is coming it runs at once; without
+word it waits `batch_wait_timeout_s`, as a classic micro-batcher does.
+
+Priority works both ways. Urgent items (priority >= `urgent_priority`: live and interactive
+calls) and background items (jobs) queue in separate lanes, so an urgent batch is never
+padded with background work. Urgent batches go first; while urgent traffic is present,
+background batches are kept to `busy_background_batch_size` (a running batch cannot be
+interrupted), and background work that has waited `busy_window_s` gets every other batch,
+so a steady interactive stream cannot starve jobs.
 """
 
 from __future__ import annotations
@@ -55,16 +67,24 @@ class KeyedBatcher(Generic[T, R]):
         on_batch: Callable[[BatchRecord], None] | None = None,
         on_queued: Callable[[int], None] | None = None,
         cost: Callable[[T], float] | None = None,
+        linger: Callable[[Sequence[T]], bool | None] | None = None,
+        urgent_priority: int | None = None,
     ) -> None:
         self._run_batch = run_batch
         # Capacity is max_batch_size "slots"; an item may use less than one slot (packed
         # short clips share a window) — by default every item is one slot.
         self._cost = cost or (lambda _item: 1.0)
         self._settings = settings
+        # True: more is coming, wait for it; False: nothing is, run now; None: no word.
+        self._linger = linger or (lambda _items: None)
+        self._urgent_priority = urgent_priority
+        self._last_urgent = -float("inf")
+        self._last_batch_urgent = False
         self._on_batch = on_batch
         # Told the queue length whenever items join or leave it (a queue-depth gauge).
         self._on_queued = on_queued or (lambda _n: None)
-        self._queues: dict[str, list[_Pending[T, R]]] = {}
+        # (key, urgent lane) -> heap of pending items.
+        self._queues: dict[tuple[str, bool], list[_Pending[T, R]]] = {}
         self._seq = itertools.count()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -90,8 +110,12 @@ class KeyedBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         self._ensure_worker()
         future: asyncio.Future[R] = loop.create_future()
-        pending = _Pending((-priority, next(self._seq)), time.monotonic(), item, future)
-        heapq.heappush(self._queues.setdefault(key, []), pending)
+        now = time.monotonic()
+        urgent = self._urgent_priority is not None and priority >= self._urgent_priority
+        if urgent:
+            self._last_urgent = now
+        pending = _Pending((-priority, next(self._seq)), now, item, future)
+        heapq.heappush(self._queues.setdefault((key, urgent), []), pending)
         self._on_queued(self.queued)
         assert self._wakeup is not None
         self._wakeup.set()
@@ -110,32 +134,47 @@ class KeyedBatcher(Generic[T, R]):
     async def _loop(self) -> None:
         assert self._wakeup is not None
         while True:
-            key = self._next_key()
-            if key is None:
+            lane = self._next_lane()
+            if lane is None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._fill(key)
-            batch = self._take(key)
+            await self._fill(lane)
+            batch = self._take(lane)
             self._on_queued(self.queued)
             if batch:
-                await self._execute(key, batch)
+                self._last_batch_urgent = lane[1]
+                await self._execute(lane[0], batch)
 
-    def _next_key(self) -> str | None:
+    def _next_lane(self) -> tuple[str, bool] | None:
+        """The queue the next batch comes from: best priority, unless background starves."""
         self._drop_cancelled()
-        best: tuple[tuple[int, int], str] | None = None
-        for key, queue in self._queues.items():
-            if queue and (best is None or queue[0].sort_key < best[0]):
-                best = (queue[0].sort_key, key)
-        return best[1] if best else None
+        if not self._queues:
+            return None
+        best = min(self._queues, key=lambda lane: self._queues[lane][0].sort_key)
+        if best[1] and self._last_batch_urgent:
+            # After an urgent batch, background work that waited long enough goes next.
+            patience = time.monotonic() - self._settings.busy_window_s
+            starved = [
+                lane
+                for lane, queue in self._queues.items()
+                if not lane[1] and min(p.arrived for p in queue) < patience
+            ]
+            if starved:
+                return min(starved, key=lambda lane: self._queues[lane][0].sort_key)
+        return best
 
-    async def _fill(self, key: str) -> None:
-        """Wait until the batch for `key` is full or its oldest item has waited long enough."""
+    async def _fill(self, lane: tuple[str, bool]) -> None:
+        """Wait until the batch of `lane` is full or its oldest item has waited long enough."""
         assert self._wakeup is not None
-        queue = self._queues[key]
+        queue = self._queues[lane]
         oldest = min(p.arrived for p in queue)
-        while self._queued_cost(queue) < self._settings.max_batch_size:
-            remaining = oldest + self._settings.batch_wait_timeout_s - time.monotonic()
+        while self._queued_cost(queue) < self._capacity(queue):
+            coming = self._linger([p.item for p in queue if not p.future.done()])
+            if coming is False:
+                return
+            limit = self._settings.max_linger_s if coming else self._settings.batch_wait_timeout_s
+            remaining = oldest + limit - time.monotonic()
             if remaining <= 0:
                 return
             self._wakeup.clear()
@@ -144,11 +183,11 @@ class KeyedBatcher(Generic[T, R]):
             except TimeoutError:
                 return
 
-    def _take(self, key: str) -> list[_Pending[T, R]]:
-        queue = self._queues.get(key, [])
+    def _take(self, lane: tuple[str, bool]) -> list[_Pending[T, R]]:
+        queue = self._queues.get(lane, [])
         batch: list[_Pending[T, R]] = []
         used = 0.0
-        capacity = self._settings.max_batch_size
+        capacity = self._capacity(queue)
         while queue:
             if queue[0].future.done():  # caller went away while queued
                 heapq.heappop(queue)
@@ -159,8 +198,22 @@ class KeyedBatcher(Generic[T, R]):
             batch.append(heapq.heappop(queue))
             used += cost
         if not queue:
-            self._queues.pop(key, None)
+            self._queues.pop(lane, None)
         return batch
+
+    def _capacity(self, queue: list[_Pending[T, R]]) -> float:
+        """Slots for the next batch of `queue`: fewer for background work while busy."""
+        settings = self._settings
+        if self._urgent_priority is None or not queue:
+            return settings.max_batch_size
+        background = not self._urgent(queue[0])
+        busy = time.monotonic() - self._last_urgent < settings.busy_window_s
+        if background and busy:
+            return min(settings.max_batch_size, settings.busy_background_batch_size)
+        return settings.max_batch_size
+
+    def _urgent(self, pending: _Pending[T, R]) -> bool:
+        return self._urgent_priority is not None and -pending.sort_key[0] >= self._urgent_priority
 
     async def _execute(self, key: str, batch: list[_Pending[T, R]]) -> None:
         started = time.monotonic()
@@ -181,6 +234,9 @@ class KeyedBatcher(Generic[T, R]):
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+        if self._urgent(batch[0]):
+            # Closed-loop callers send their next request right after this answer.
+            self._last_urgent = time.monotonic()
         record = BatchRecord(
             key=key,
             size=len(batch),

@@ -32,6 +32,10 @@ class ChunkRequest:
     request_id: str = ""
     index: int = 0
     pack: bool = True  # may share a window with this tenant's other short chunks
+    # Batch formation hint: the sending service, and how many more chunks it is about to
+    # send this replica's model (None: the caller cannot say).
+    source: str = ""
+    incoming: int | None = None
 
 
 @dataclass
@@ -42,6 +46,8 @@ class ChunkResult:
     batch_size: int = 1
     replica: str = ""
     window_clips: int = 1  # chunks that shared this chunk's 30 s window
+    queue_s: float = 0.0  # time in the replica's queue
+    batch_s: float = 0.0  # wall time of the batch that decoded it
 
 
 @dataclass(frozen=True)

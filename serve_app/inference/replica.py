@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +26,7 @@ from serve_app.inference.engine import WhisperEngine
 from serve_app.inference.packing import WindowPacker
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ReplicaInfo, ReplicaStats
 from serve_app.inference.weights import DevicePlan
+from serve_app.options import INTERACTIVE_PRIORITY
 from serve_app.results import LanguageGuess
 
 logger = logging.getLogger("ray.serve")
@@ -73,9 +76,14 @@ class ModelReplica:
             on_batch=self._record_batch,
             on_queued=observer.queue_depth if observer is not None else None,
             cost=self.packer.cost if self.packer.enabled else None,
+            linger=self._more_coming,
+            urgent_priority=INTERACTIVE_PRIORITY,
         )
         self.clips_per_window: Counter[int] = Counter()
         self._last_batch: tuple[float, list[int]] = (0.0, [])
+        # (source, batch key) -> (chunks it said were still to come, when): what a batch of
+        # that key may wait for.
+        self._incoming: dict[tuple[str, str], tuple[int, float]] = {}
 
     def reconfigure(self, settings: BatchSettings) -> None:
         """Live batch tuning; the next batch uses the new limits."""
@@ -83,9 +91,13 @@ class ModelReplica:
         logger.info("Transcriber %s batch settings now %s", self.config.name, settings)
 
     async def transcribe_chunk(self, request: ChunkRequest) -> ChunkResult:
-        return await self.batcher.submit(
-            request.options.batch_key(), request, priority=request.priority
-        )
+        started = time.monotonic()
+        key = request.options.batch_key()
+        if request.incoming is not None:
+            self._incoming[(request.source, key)] = (request.incoming, started)
+        result = await self.batcher.submit(key, request, priority=request.priority)
+        waited = time.monotonic() - started - result.batch_s
+        return replace(result, queue_s=round(max(0.0, waited), 4))
 
     async def detect_language(self, chunks: Sequence[np.ndarray]) -> LanguageGuess:
         loop = asyncio.get_running_loop()
@@ -113,10 +125,27 @@ class ModelReplica:
             packed_fallbacks=self.engine.packed_fallbacks,
         )
 
+    def _more_coming(self, queued: Sequence[ChunkRequest]) -> bool | None:
+        """Callers' word on what is coming: see `KeyedBatcher` (`linger`)."""
+        if not queued:
+            return None
+        key = queued[0].options.batch_key()
+        now = time.monotonic()
+        fresh = self.batcher.settings.max_linger_s
+        for (source, hinted), (count, at) in list(self._incoming.items()):
+            if now - at > fresh:
+                del self._incoming[(source, hinted)]  # stale: a request failed or went quiet
+            elif count > 0 and hinted == key:
+                return True
+        if all(item.incoming is not None for item in queued):
+            return False
+        return None
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run_batch(self, items: Sequence[ChunkRequest]) -> list[ChunkResult]:
+        started = time.monotonic()
         windows = self.packer.plan(items)
         loop = asyncio.get_running_loop()
         try:
@@ -143,8 +172,11 @@ class ModelReplica:
             [len(w.items) for w in windows],
         )
         size = len(items)
+        run_s = round(time.monotonic() - started, 4)
         return [
-            ChunkResult(segments=s, batch_size=size, replica=self.replica_id, window_clips=c)
+            ChunkResult(
+                segments=s, batch_size=size, replica=self.replica_id, window_clips=c, batch_s=run_s
+            )
             for s, c in zip(outputs, clips, strict=True)
         ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -89,6 +90,7 @@ class JobRunner:
             },
         )
         todo = [i for i in range(total) if i not in done]
+        started = time.monotonic()
         results: dict[int, ChunkResult] = {i: record_to_chunk(r) for i, r in done.items()}
         async for index, chunk in self.service.run_chunks(prepared, todo):
             record = chunk_to_record(chunk, prepared.language)
@@ -110,6 +112,7 @@ class JobRunner:
                     "text": "".join(s.text for s in chunk.segments).strip(),
                 },
             )
+        prepared.timings["chunks"] = round(time.monotonic() - started, 4)
         return await self._store_result(job, prepared, results)
 
     async def _store_result(

@@ -12,8 +12,10 @@ import copy
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from serve_app.options import Caller, DecodeOptions, TranscribeOptions
 from serve_app.pipeline.chunking import ChunkPlan, plan_chunks, restore_timestamps
 from serve_app.pipeline.decode import SAMPLE_RATE
 from serve_app.pipeline.sandbox import DecoderPool
-from serve_app.results import LanguageGuess, TranscriptionResult
+from serve_app.results import LanguageGuess, Segment, TranscriptionResult
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,6 +44,20 @@ class PreparedAudio:
     language: LanguageGuess
     caller: Caller
     pack: bool = True
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+
+
+@dataclass
+class ChunkTranscript:
+    """One chunk's part of a streamed transcript, handed out in audio order."""
+
+    index: int
+    segments: list[Segment]  # times in the original audio; ids numbered across the stream
+    result: ChunkResult
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments)
 
 
 class TranscriptionService:
@@ -54,6 +70,10 @@ class TranscriptionService:
         self.config = config
         self.models = dict(models)
         self._info: dict[str, ReplicaInfo] = {}
+        # Requests still decoding here, by the batch key their chunks will have ("*model"
+        # while the language is still to be detected): replicas hold a batch for them.
+        self.source = uuid.uuid4().hex[:12]
+        self._preparing: Counter[str] = Counter()
         # Untrusted bytes are decoded in bounded child processes, started on first use.
         self._decoder = DecoderPool(
             config.limits.decode_workers, config.limits.decode_max_memory_mb
@@ -104,13 +124,22 @@ class TranscriptionService:
         """
         model = self.resolve_model(options.model)
         decode = fit_to_model(options.decode_options(), await self.model_info(model.name))
-        samples = await self._samples(audio)
-        plan = await asyncio.to_thread(plan_chunks, samples)
-        if language is None:
-            language = LanguageGuess(decode.language or "en", 1.0)
-            if decode.language is None and plan.chunks:
-                client = self.models[model.name]
-                language = await client.detect_language(_first_window(plan.chunks))
+        clock = _Clock()
+        pending = decode.batch_key() if decode.language else f"*{model.name}"
+        self._preparing[pending] += 1
+        try:
+            samples = await self._samples(audio)
+            clock.lap("decode")
+            plan = await asyncio.to_thread(plan_chunks, samples)
+            clock.lap("vad")
+            if language is None:
+                language = LanguageGuess(decode.language or "en", 1.0)
+                if decode.language is None and plan.chunks:
+                    client = self.models[model.name]
+                    language = await client.detect_language(_first_window(plan.chunks))
+            clock.lap("language")
+        finally:
+            self._preparing[pending] -= 1
         return PreparedAudio(
             model=model.name,
             plan=plan,
@@ -118,6 +147,7 @@ class TranscriptionService:
             language=language,
             caller=caller,
             pack=options.pack,
+            timings=clock.laps,
         )
 
     async def run_chunks(
@@ -128,8 +158,11 @@ class TranscriptionService:
         wanted = range(len(prepared.plan.chunks)) if indices is None else list(indices)
         request_id = uuid.uuid4().hex
         semaphore = asyncio.Semaphore(_MAX_CHUNKS_IN_FLIGHT)
+        # Chunks past the first window of in-flight slots wait for results: not "coming".
+        first_wave = min(len(wanted), _MAX_CHUNKS_IN_FLIGHT)
+        key = prepared.options.batch_key()
 
-        async def one(i: int) -> tuple[int, ChunkResult]:
+        async def one(k: int, i: int) -> tuple[int, ChunkResult]:
             async with semaphore:
                 meta = prepared.plan.metadata[i]
                 chunk = ChunkRequest(
@@ -142,10 +175,12 @@ class TranscriptionService:
                     request_id=request_id,
                     index=i,
                     pack=prepared.pack,
+                    source=self.source,
+                    incoming=max(0, first_wave - k - 1) + self._coming(key, prepared.model),
                 )
                 return i, await client.transcribe_chunk(chunk)
 
-        tasks = [asyncio.ensure_future(one(i)) for i in wanted]
+        tasks = [asyncio.ensure_future(one(k, i)) for k, i in enumerate(wanted)]
         try:
             for next_done in asyncio.as_completed(tasks):
                 yield await next_done
@@ -154,15 +189,63 @@ class TranscriptionService:
                 if not task.done():
                     task.cancel()
 
+    async def stream_chunks(self, prepared: PreparedAudio) -> AsyncIterator[ChunkTranscript]:
+        """Chunks in audio order, each as soon as it and every chunk before it are done.
+
+        Built on `run_chunks` (the same batching path): chunks that finish early wait here
+        until the ones before them are out. Times are restored to the original audio per
+        chunk, as `assemble` does for the whole. The stream as a whole is capped at
+        `limits.request_timeout_s` (`Overloaded`, 503).
+        """
+        timeout_s = self.config.limits.request_timeout_s
+        deadline = time.monotonic() + timeout_s
+        total = len(prepared.plan.chunks)
+        finished: dict[int, ChunkResult] = {}
+        next_index, next_id = 0, 1
+        # An async generator: closing it cancels the chunks still in flight.
+        chunks = cast(AsyncGenerator[tuple[int, ChunkResult]], self.run_chunks(prepared))
+        try:
+            while next_index < total:
+                remaining = max(0.0, deadline - time.monotonic())
+                try:
+                    index, result = await asyncio.wait_for(anext(chunks), remaining)
+                except TimeoutError as exc:
+                    raise Overloaded(
+                        f"transcription did not finish within {timeout_s:.0f} s"
+                    ) from exc
+                finished[index] = result
+                while next_index in finished:
+                    result = finished.pop(next_index)
+                    segments = [copy.deepcopy(seg) for seg in result.segments]
+                    segments = restore_timestamps(segments, prepared.plan)
+                    for segment in segments:
+                        segment.id = next_id
+                        next_id += 1
+                    yield ChunkTranscript(next_index, segments, result)
+                    next_index += 1
+        finally:
+            await chunks.aclose()
+
+    def _coming(self, key: str, model: str) -> int:
+        """Requests decoding here whose chunks may join batches of `key`."""
+        return self._preparing[key] + self._preparing[f"*{model}"]
+
     def assemble(
         self, prepared: PreparedAudio, results: Mapping[int, ChunkResult]
     ) -> TranscriptionResult:
         """Join chunk results (in chunk order) into the request's transcript."""
+        clock = _Clock()
         ordered = [results[i] for i in range(len(prepared.plan.chunks))]
         segments = [copy.deepcopy(seg) for result in ordered for seg in result.segments]
         segments = restore_timestamps(segments, prepared.plan)
         for i, segment in enumerate(segments, start=1):
             segment.id = i
+        # The slowest chunk bounds the request: its wait in the queue and its batch's run.
+        slowest = max(ordered, key=lambda r: r.queue_s + r.batch_s, default=None)
+        timings = dict(prepared.timings)
+        if slowest is not None:
+            timings.update(queue=slowest.queue_s, batch=slowest.batch_s)
+        timings["assemble"] = clock.lap("assemble")
         return TranscriptionResult(
             text="".join(s.text for s in segments).strip(),
             language=prepared.language.language,
@@ -175,11 +258,13 @@ class TranscriptionService:
             chunks=len(ordered),
             batch_sizes=[r.batch_size for r in ordered],
             window_clips=[r.window_clips for r in ordered],
+            timings=timings,
         )
 
     async def _transcribe_prepared(self, prepared: PreparedAudio) -> TranscriptionResult:
         started = time.monotonic()
         results = {i: result async for i, result in self.run_chunks(prepared)}
+        prepared.timings["chunks"] = round(time.monotonic() - started, 4)
         transcript = self.assemble(prepared, results)
         logger.info(
             "transcribed model=%s chunks=%d audio=%.1fs batch_sizes=%s took=%.2fs",
@@ -243,3 +328,17 @@ def _first_window(chunks: list[np.ndarray]) -> list[np.ndarray]:
         if total >= 30 * SAMPLE_RATE:
             break
     return out
+
+
+class _Clock:
+    """Laps of one request's phases, in seconds (the request's time budget)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, phase: str) -> float:
+        now = time.monotonic()
+        self.laps[phase] = round(now - self._last, 4)
+        self._last = now
+        return self.laps[phase]

@@ -132,3 +132,81 @@ async def test_queue_depth_is_reported_as_items_arrive_not_only_per_batch():
     assert depths[-3:] == [1, 2, 3]  # seen while the batch was still running
     await asyncio.gather(first, *rest)
     assert depths[-1] == 0
+
+
+async def test_callers_word_decides_how_long_a_batch_waits():
+    rec = Recorder()
+    coming = {"more": True}
+    settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=2.0, max_linger_s=1.0)
+    batcher = KeyedBatcher(rec.run, settings, linger=lambda _items: coming["more"])
+    loop = asyncio.get_running_loop()
+
+    # More is on its way: the batch waits past nothing but its own linger for it.
+    first = asyncio.ensure_future(batcher.submit("k", "a"))
+    await asyncio.sleep(0.3)
+    assert not rec.batches  # still waiting for the announced chunk
+    coming["more"] = False  # the last chunk says nothing more is coming: run at once
+    started = loop.time()
+    await asyncio.gather(first, batcher.submit("k", "b"))
+    assert rec.batches == [["a", "b"]]
+    assert loop.time() - started < 0.5  # not the 2 s classic timeout
+
+    # Word that more is coming is trusted only for max_linger_s.
+    coming["more"] = True
+    started = loop.time()
+    await batcher.submit("k", "c")
+    assert 0.9 < loop.time() - started < 1.8
+    assert rec.batches[-1] == ["c"]
+
+
+async def test_no_word_falls_back_to_the_classic_timeout():
+    rec = Recorder()
+    settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=0.2, max_linger_s=5.0)
+    batcher = KeyedBatcher(rec.run, settings, linger=lambda _items: None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await batcher.submit("k", "a")
+    assert 0.15 < loop.time() - started < 1.0
+
+
+async def test_background_batches_stay_small_while_interactive_work_arrives():
+    rec = Recorder(delay=0.05)
+    settings = BatchSettings(
+        max_batch_size=8, batch_wait_timeout_s=0.01, busy_background_batch_size=2
+    )
+    batcher = KeyedBatcher(rec.run, settings, urgent_priority=10)
+    # Alone, background work fills whole batches.
+    await asyncio.gather(*(batcher.submit("job", f"a{n}", priority=0) for n in range(8)))
+    assert [len(b) for b in rec.batches] == [8]
+    # With interactive work around, a job's batches shrink so the next urgent one waits less.
+    rec.batches.clear()
+    jobs = [asyncio.ensure_future(batcher.submit("job", f"b{n}", priority=0)) for n in range(8)]
+    live = asyncio.ensure_future(batcher.submit("live", "x", priority=10))
+    await asyncio.gather(live, *jobs)
+    assert rec.batches[0] == ["x"]
+    assert all(len(b) <= 2 for b in rec.batches[1:]) and len(rec.batches) == 5
+
+
+async def test_an_urgent_batch_takes_no_background_work_of_the_same_key():
+    rec = Recorder(delay=0.05)
+    settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=0)
+    batcher = KeyedBatcher(rec.run, settings, urgent_priority=10)
+    blocker = asyncio.ensure_future(batcher.submit("k", "blocker", priority=0))
+    await asyncio.sleep(0.01)
+    jobs = [asyncio.ensure_future(batcher.submit("k", f"job{n}", priority=0)) for n in range(3)]
+    live = [asyncio.ensure_future(batcher.submit("k", f"live{n}", priority=10)) for n in range(2)]
+    await asyncio.gather(blocker, *jobs, *live)
+    assert rec.batches[1] == ["live0", "live1"]  # first, and alone
+    assert sorted(rec.batches[2]) == ["job0", "job1"]  # busy: background batches of 2
+
+
+async def test_a_steady_interactive_stream_cannot_starve_background_work():
+    rec = Recorder(delay=0.02)
+    settings = BatchSettings(max_batch_size=1, batch_wait_timeout_s=0, busy_window_s=0.1)
+    batcher = KeyedBatcher(rec.run, settings, urgent_priority=10)
+    job = asyncio.ensure_future(batcher.submit("k", "job", priority=0))
+    live = [asyncio.ensure_future(batcher.submit("k", f"live{n}", priority=10)) for n in range(20)]
+    await asyncio.wait_for(asyncio.gather(job, *live), timeout=10)
+    order = [b[0] for b in rec.batches]
+    # The job waited busy_window_s (about 5 batches) and then got the next turn, not the 21st.
+    assert order.index("job") <= 8, order

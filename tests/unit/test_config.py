@@ -61,7 +61,13 @@ def test_transcriber_options_follow_model_config():
     opts = transcriber_options(model)
     assert opts["name"] == "Transcriber-base"
     assert opts["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.5}
-    assert opts["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
+    assert opts["user_config"] == {
+        "max_batch_size": 16,
+        "batch_wait_timeout_s": 0.02,
+        "max_linger_s": 0.1,
+        "busy_background_batch_size": 4,
+        "busy_window_s": 1.0,
+    }
     assert opts["autoscaling_config"]["max_replicas"] == 4
     assert opts["autoscaling_config"]["min_replicas"] == 0
     fixed = transcriber_options(ModelConfig(name="tiny.en"))

@@ -49,6 +49,21 @@ async def test_json_text_matches_the_reference(client, data_dir, reference_texts
     assert wer(reference_texts["hello.wav"], body["text"]) < 0.2, body["text"]
 
 
+async def test_every_response_carries_its_time_budget(client, data_dir):
+    response = await transcribe(client, data_dir / "hello.wav", response_format="text")
+    assert response.status_code == 200, response.text
+    phases = {
+        name: float(duration.removeprefix("dur="))
+        for name, duration in (
+            p.strip().split(";") for p in response.headers["server-timing"].split(",")
+        )
+    }
+    wanted = {"read", "decode", "vad", "language", "chunks", "queue", "batch", "assemble", "render"}
+    assert wanted | {"total"} <= set(phases)
+    assert all(ms >= 0 for ms in phases.values())
+    assert phases["batch"] > 0 and phases["total"] >= phases["batch"] + phases["decode"]
+
+
 async def test_alias_and_default_model(client, data_dir, reference_texts):
     for data in ({"model": "whisper-1"}, {}):
         response = await transcribe(client, data_dir / "train.wav", **data)
