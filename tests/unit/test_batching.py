@@ -189,7 +189,7 @@ async def test_background_batches_stay_small_while_interactive_work_arrives():
 
 async def test_an_urgent_batch_takes_no_background_work_of_the_same_key():
     rec = Recorder(delay=0.05)
-    settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=0)
+    settings = BatchSettings(max_batch_size=8, batch_wait_timeout_s=0, busy_background_batch_size=2)
     batcher = KeyedBatcher(rec.run, settings, urgent_priority=10)
     blocker = asyncio.ensure_future(batcher.submit("k", "blocker", priority=0))
     await asyncio.sleep(0.01)

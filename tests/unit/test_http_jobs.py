@@ -18,7 +18,8 @@ from serve_app.jobs.runner import job_options
 from serve_app.jobs.tracker import EventBatch, JobTracker
 from serve_app.options import TranscribeOptions
 from serve_app.testing import LocalStack, LocalTrackerClient
-from tests.unit.conftest import LOOP, assert_error, sse_events, wait_job, wer
+from tests.text import wer
+from tests.unit.conftest import LOOP, assert_error, sse_events, wait_job
 
 pytestmark = LOOP
 

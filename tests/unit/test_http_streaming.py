@@ -16,7 +16,8 @@ from faster_whisper.audio import decode_audio
 
 from serve_app.inference.replica import ModelReplica
 from serve_app.testing import LocalStack
-from tests.unit.conftest import LOOP, assert_error, wer
+from tests.text import wer
+from tests.unit.conftest import LOOP, assert_error
 from tests.unit.live_support import ScriptedModelClient, serving, sync_text, wav_bytes
 
 pytestmark = LOOP

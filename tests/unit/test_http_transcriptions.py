@@ -11,7 +11,8 @@ import httpx
 import openai
 import pytest
 
-from tests.unit.conftest import LOOP, assert_error, wer
+from tests.text import wer
+from tests.unit.conftest import LOOP, assert_error
 
 pytestmark = LOOP
 

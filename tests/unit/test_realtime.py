@@ -29,7 +29,8 @@ from serve_app.options import LIVE_PRIORITY
 from serve_app.pipeline.decode import decode_audio
 from serve_app.security.keys import create_key
 from serve_app.testing import LocalStack
-from tests.unit.conftest import LOOP, stack_config, wer
+from tests.text import wer
+from tests.unit.conftest import LOOP, stack_config
 from tests.unit.live_support import (
     ScriptedModelClient,
     pcm16,

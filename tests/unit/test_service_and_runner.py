@@ -19,7 +19,8 @@ from serve_app.results import TranscriptionResult
 from serve_app.stores import open_blob_store, open_job_store
 from serve_app.stores.records import Job, JobStatus, NewJob
 from serve_app.testing import LocalStack
-from tests.unit.conftest import LOOP, wait_job, wer
+from tests.text import wer
+from tests.unit.conftest import LOOP, wait_job
 
 pytestmark = LOOP
 
