@@ -105,20 +105,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ServiceError("internal error; the failure was logged"))
 
 
+def _json_headers(exc: ServiceError, body: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+    ]
+
+
 async def send_json(send: Send, exc: ServiceError) -> None:
     body = json.dumps(exc.to_body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": exc.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
-            ],
-        }
-    )
+    headers = [*_json_headers(exc, body), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -138,11 +136,7 @@ async def send_websocket_denial(
         {
             "type": "websocket.http.response.start",
             "status": exc.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
-            ],
+            "headers": _json_headers(exc, body),
         }
     )
     await send({"type": "websocket.http.response.body", "body": body})
