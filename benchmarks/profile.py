@@ -24,7 +24,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("decoder (generate, beam search)", ("generate_segment_batched", "generate (ctranslate2")),
     ("log-mel features", ("feature_extractor", "__call__ (faster_whisper/feature_extractor")),
     ("language detection", ("detect_language",)),
-    ("audio decode (PyAV)", ("decode_audio (serve_app/audio.py", "_decode_stream")),
+    ("audio decode (PyAV)", ("decode_audio (serve_app/pipeline/decode.py", "_decode_stream")),
     ("VAD (silero)", ("get_speech_timestamps", "plan_chunks")),
     ("Ray serialization", ("serialization.py", "pickle", "cloudpickle")),
     ("HTTP / multipart parsing", ("multipart", "starlette", "uvicorn", "fastapi")),
