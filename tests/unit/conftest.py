@@ -76,12 +76,21 @@ async def sse_events(
     return reader.events
 
 
-@pytest.fixture(scope="session", autouse=True)
+def _ray_running() -> bool:
+    # The HTTP app imports ray (GET /metrics); importing is fine, starting it is not.
+    return "ray" in sys.modules and bool(sys.modules["ray"].is_initialized())
+
+
+@pytest.fixture(autouse=True)
 def _no_ray() -> Iterator[None]:
-    """These tests run the service without Ray: nothing may start a Ray instance."""
+    """These tests run the service without Ray: no unit test may start a Ray instance.
+
+    Checked per test, because `make test` runs the integration tests (which share one
+    Ray instance) in the same session.
+    """
+    before = _ray_running()
     yield
-    if "ray" in sys.modules:  # the HTTP app imports ray (GET /metrics); it must stay idle
-        assert not sys.modules["ray"].is_initialized(), "a unit test initialised Ray"
+    assert before or not _ray_running(), "a unit test initialised Ray"
 
 
 @pytest.fixture(scope="session")
