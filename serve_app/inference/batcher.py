@@ -144,7 +144,7 @@ class KeyedBatcher(Generic[T, R]):
             self._on_queued(self.queued)
             if batch:
                 self._last_batch_urgent = lane[1]
-                await self._execute(lane[0], batch)
+                await self._execute(lane, batch)
 
     def _next_lane(self) -> tuple[str, bool] | None:
         """The queue the next batch comes from: best priority, unless background starves."""
@@ -169,7 +169,7 @@ class KeyedBatcher(Generic[T, R]):
         assert self._wakeup is not None
         queue = self._queues[lane]
         oldest = min(p.arrived for p in queue)
-        while self._queued_cost(queue) < self._capacity(queue):
+        while self._queued_cost(queue) < self._capacity(lane):
             coming = self._linger([p.item for p in queue if not p.future.done()])
             if coming is False:
                 return
@@ -187,7 +187,7 @@ class KeyedBatcher(Generic[T, R]):
         queue = self._queues.get(lane, [])
         batch: list[_Pending[T, R]] = []
         used = 0.0
-        capacity = self._capacity(queue)
+        capacity = self._capacity(lane)
         while queue:
             if queue[0].future.done():  # caller went away while queued
                 heapq.heappop(queue)
@@ -201,21 +201,15 @@ class KeyedBatcher(Generic[T, R]):
             self._queues.pop(lane, None)
         return batch
 
-    def _capacity(self, queue: list[_Pending[T, R]]) -> float:
-        """Slots for the next batch of `queue`: fewer for background work while busy."""
+    def _capacity(self, lane: tuple[str, bool]) -> float:
+        """Slots for the next batch of `lane`: fewer for background work while busy."""
         settings = self._settings
-        if self._urgent_priority is None or not queue:
-            return settings.max_batch_size
-        background = not self._urgent(queue[0])
         busy = time.monotonic() - self._last_urgent < settings.busy_window_s
-        if background and busy:
+        if not lane[1] and busy:
             return min(settings.max_batch_size, settings.busy_background_batch_size)
         return settings.max_batch_size
 
-    def _urgent(self, pending: _Pending[T, R]) -> bool:
-        return self._urgent_priority is not None and -pending.sort_key[0] >= self._urgent_priority
-
-    async def _execute(self, key: str, batch: list[_Pending[T, R]]) -> None:
+    async def _execute(self, lane: tuple[str, bool], batch: list[_Pending[T, R]]) -> None:
         started = time.monotonic()
         try:
             results = await self._run_batch([p.item for p in batch])
@@ -234,11 +228,11 @@ class KeyedBatcher(Generic[T, R]):
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
-        if self._urgent(batch[0]):
+        if lane[1]:
             # Closed-loop callers send their next request right after this answer.
             self._last_urgent = time.monotonic()
         record = BatchRecord(
-            key=key,
+            key=lane[0],
             size=len(batch),
             queue_wait_s=started - min(p.arrived for p in batch),
             run_s=time.monotonic() - started,
