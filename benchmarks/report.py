@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.clips import Clip
+from benchmarks.cpu import cpu_markdown
 
 TARGET_MODEL = "tiny.en"
 
@@ -446,7 +447,7 @@ def shapes_markdown(results: dict[str, Any]) -> list[str]:
         if entry.get("error") or entry.get("skipped"):
             out += ["", f"- {key}: {entry.get('skipped') or entry.get('error')}"]
     blocks = [_burst_lines(shapes), _long_lines(shapes), _mixed_lines(shapes)]
-    for block in [*blocks, _time_budget_lines(results)]:
+    for block in [*blocks, _time_budget_lines(results), cpu_markdown(results)]:
         if block:
             out += ["", *block]
     return out

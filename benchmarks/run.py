@@ -39,6 +39,7 @@ from benchmarks.clips import (
     long_recording,
     total_audio,
 )
+from benchmarks.cpu import CpuLedger
 from benchmarks.profile import Profiler
 from benchmarks.service import (
     DEFAULT_APP,
@@ -148,7 +149,7 @@ def run_level(
     requests = loadgen.requests_for_level(clips, concurrency, opts.per_client)
     before = service.stats()
     profiler = _profiler(opts, service, model, str(concurrency))
-    with RssSampler(service.app_name) as rss:
+    with RssSampler(service.app_name) as rss, CpuLedger() as cpu:
         phase = asyncio.run(loadgen.closed_loop(service.url, requests, concurrency, model))
     profile = profiler.stop() if profiler else None
     after = service.stats()
@@ -173,6 +174,7 @@ def run_level(
         "timed": loadgen.timed_count(phase.records),
         "batches": batch_diff(before, after, model),
         "rss": rss.result(),
+        "cpu": cpu.result(),
         "sample_errors": [r.error for r in phase.records if r.error][:5],
         **({"profile": profile} if profile else {}),
     }
@@ -312,12 +314,14 @@ def run_shape_baselines(
     out: dict[str, Any] = {}
     texts: dict[str, dict[str, str]] = {}
     if "burst" in opts.shapes:
-        runs = [
-            baselines.ceiling(engine, bursts, batch_size) for _ in range(1 if opts.quick else 2)
-        ]
+        with CpuLedger() as cpu:
+            runs = [
+                baselines.ceiling(engine, bursts, batch_size) for _ in range(1 if opts.quick else 2)
+            ]
         best = min(runs, key=lambda r: r.wall_s)
         out["burst_ceiling"] = {
             **_entry_with_wer(best, bursts),
+            "cpu": cpu.result(),
             "walls_s": [round(r.wall_s, 3) for r in runs],
             "clips": len(bursts),
         }
@@ -325,8 +329,9 @@ def run_shape_baselines(
         log(f"shapes: ceiling over the {len(bursts)} burst clips {best.wall_s:.2f} s")
     if long is not None:
         log(f"shapes: direct BatchedInferencePipeline on {long.name} ({long.duration:.0f} s)")
-        run = baselines.direct_pipeline(engine, long, batch_size)
-        out["long_pipeline"] = _entry_with_wer(run, [long])
+        with CpuLedger() as cpu:
+            run = baselines.direct_pipeline(engine, long, batch_size)
+        out["long_pipeline"] = {**_entry_with_wer(run, [long]), "cpu": cpu.result()}
         log(f"shapes: direct pipeline {run.wall_s:.1f} s")
         if "job" in opts.shapes:
             run = baselines.direct_pipeline(engine, long, batch_size, without_timestamps=False)
@@ -342,11 +347,14 @@ def run_shape_baselines(
 
 def _shape(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run one shape; a failure is recorded in its entry instead of ending the run."""
-    try:
-        return dict(fn())
-    except Exception as exc:  # a benchmark reports, it does not crash on one shape
-        log(f"shapes: {name} failed: {type(exc).__name__}: {exc}")
-        return {"error": f"{type(exc).__name__}: {exc}"}
+    with CpuLedger() as cpu:
+        try:
+            entry = dict(fn())
+        except Exception as exc:  # a benchmark reports, it does not crash on one shape
+            log(f"shapes: {name} failed: {type(exc).__name__}: {exc}")
+            entry = {"error": f"{type(exc).__name__}: {exc}"}
+    entry["cpu"] = cpu.result()
+    return entry
 
 
 def _long_wer(long: Clip, text: str | None, wall_s: float | None) -> float | None:
