@@ -9,8 +9,9 @@ its goal can be read against it.
 Every process on the host is sampled every `interval_s`; a process's CPU time counts from
 the phase's start (or its birth) to its last sample, so short-lived decode children are
 counted too. Roles come from Ray's process titles (`ray::ServeReplica:<app>:<deployment>`,
-`ray::ProxyActor`, ...); anything unrecognised is "other", which is how noise from other
-work on a shared host shows up.
+`ray::ProxyActor`, ...). When the benchmark started the service itself, only its own
+descendants get a role; every other process (another Ray on a shared host included) is
+"other", which is how noise from other work shows up.
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ def role_of(cmdline: str, pid: int, own_pid: int) -> str:
     return "other"
 
 
+def _descendants(pid: int) -> set[int]:
+    """Processes started (transitively) by `pid`: the local Ray of a benchmark run."""
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
 def _busy(times: Any) -> float:
     return float(times.user + times.system)
 
@@ -93,6 +102,7 @@ class CpuLedger:
 
     def _sample(self, first: bool) -> None:
         own = os.getpid()
+        ours = _descendants(own)
         for proc in psutil.process_iter(["pid", "cmdline", "create_time", "cpu_times"]):
             info = proc.info
             times = info.get("cpu_times")
@@ -102,7 +112,9 @@ class CpuLedger:
             busy = _busy(times)
             if key not in self._roles:
                 cmdline = " ".join(info.get("cmdline") or [])
-                self._roles[key] = role_of(cmdline, key[0], own)
+                # A Ray started by this process is ours; another one on the host is noise.
+                theirs = bool(ours) and key[0] not in ours and key[0] != own
+                self._roles[key] = "other" if theirs else role_of(cmdline, key[0], own)
                 # A process born during the phase spent all its CPU time inside it.
                 self._first[key] = busy if first else 0.0
             self._last[key] = busy

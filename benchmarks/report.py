@@ -213,6 +213,18 @@ def _shape_targets(results: dict[str, Any], data: dict[str, Any], add: Any) -> N
         baseline_s=idle,
         service_s=busy,
     )
+    floor = ((mixed.get("interactive_alone") or {}).get("latency_s") or {}).get("p50")
+    add(
+        f"mixed floor: the same {clients} clients with no job / idle p50",
+        "<=",
+        2.0,
+        _ratio(floor, idle),
+        id="4",
+        work=f"mixed floor: the same {clients} clients with no job running (p50)",
+        baseline="idle 1-client p50",
+        baseline_s=idle,
+        service_s=floor,
+    )
     alone = (shapes.get("job") or {}).get("wall_s")
     loaded = (mixed.get("job") or {}).get("wall_s")
     add(
@@ -533,6 +545,19 @@ def _mixed_lines(shapes: dict[str, Any]) -> list[str]:
         f"{_fmt(lat['p95'], 3)} s",
         f"- the job ({job.get('clip')}): {job.get('status')}, wall {_fmt(job.get('wall_s'), 2)} s, "
         f"running {_fmt(job.get('running_after_s'), 2)} s after submit",
+        *_alone_line(mixed),
+    ]
+
+
+def _alone_line(mixed: dict[str, Any]) -> list[str]:
+    alone = mixed.get("interactive_alone") or {}
+    if not alone.get("requests"):
+        return []
+    lat = alone["latency_s"]
+    return [
+        f"- before the job, the same clients alone: {alone['requests']} requests, "
+        f"{alone['errors']} errors, p50 {_fmt(lat['p50'], 3)} s, p95 {_fmt(lat['p95'], 3)} s "
+        "(closed loop, no think time: each client waits for the others' batches)"
     ]
 
 

@@ -76,6 +76,7 @@ class Options:
     device: str = "cpu"  # "cuda" on a GPU box (float16 instead of int8)
     num_gpus: float = 0.0  # GPU share per model replica
     ray_cpus: int = 2
+    ingress_nice: int | None = None  # None: AppConfig's default
     latency_reps: int = 15
     per_client: int = 3  # requests per client and level, rounded up to whole clip passes
     job_rate: float = 50.0
@@ -468,6 +469,9 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
             opts.device,
             opts.num_gpus,
         )
+        if opts.ingress_nice is not None:
+            config["ingress"]["nice"] = opts.ingress_nice
+            config.setdefault("jobs", {})["tracker_nice"] = opts.ingress_nice
         gpus = 1 if opts.num_gpus else 0
         service = start_local(config, app_name, opts.ray_cpus, gpus)
     results: dict[str, Any] = {"models": {}, "shapes": {}, "jobs": {}, "packing": packed}
@@ -549,6 +553,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: float16")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPU share per model replica")
     p.add_argument("--ray-cpus", type=int, default=2, help="num_cpus for a local ray.init")
+    p.add_argument(
+        "--ingress-nice", type=int, help="ingress.nice and jobs.tracker_nice (default: AppConfig's)"
+    )
     p.add_argument("--latency-reps", type=int, help="repetitions of the 5 s clip")
     p.add_argument("--per-client", type=int, help="requests per client per level (min)")
     p.add_argument("--job-rate", type=float, default=50.0, help="job submits per second")
@@ -607,6 +614,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     opts.out, opts.clip_dir, opts.model_cache = a.out, a.clip_dir, a.model_cache
     opts.batch_size, opts.batch_wait_s, opts.cpu_threads = a.batch_size, a.batch_wait, a.cpu_threads
     opts.device, opts.num_gpus, opts.ray_cpus = a.device, a.num_gpus, a.ray_cpus
+    opts.ingress_nice = a.ingress_nice
     opts.job_rate, opts.drain_timeout_s, opts.skip_jobs = a.job_rate, a.drain_timeout, a.skip_jobs
     opts.profile = [x.strip() for x in a.profile.split(",") if x.strip()]
     opts.command = shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])])

@@ -232,11 +232,30 @@ async def long_job(
 
 
 async def mixed(
-    base_url: str, long_clip: Clip, short: Clip, model: str, clients: int, index: int
+    base_url: str,
+    long_clip: Clip,
+    short: Clip,
+    model: str,
+    clients: int,
+    index: int,
+    alone_s: float = 8.0,
 ) -> dict[str, Any]:
-    """A long job and, while it runs, `clients` closed-loop clients of the short clip."""
+    """A long job and, while it runs, `clients` closed-loop clients of the short clip.
+
+    The same clients first run for `alone_s` with no job: what they cost each other alone
+    is the floor under their latency once the job shares the machine.
+    """
     records: list[RequestRecord] = []
+    alone: list[RequestRecord] = []
     async with make_client(base_url, clients + 4, timeout_s=600) as client:
+        alone_start = time.perf_counter()
+
+        async def alone_worker() -> None:
+            while time.perf_counter() - alone_start < alone_s:
+                alone.append(await transcribe_once(client, short, model, alone_start))
+
+        if alone_s > 0:
+            await asyncio.gather(*(alone_worker() for _ in range(clients)))
         submitted = time.perf_counter()
         job_id, status, error = await _submit_job(client, long_clip, model, index)
         if job_id is None:
@@ -261,6 +280,7 @@ async def mixed(
         "job": {"clip": long_clip.name, "audio_s": long_clip.duration, **watch.result()},
         "job_text": text,
         "interactive": _summary(records),
+        "interactive_alone": _summary(alone),
         "interactive_load_s": round(load_s, 3),
         "records": [r.to_dict() for r in records],
     }

@@ -18,6 +18,7 @@ from serve_app.jobs.frontend import JobsFrontend
 from serve_app.observability import LiveMetrics, PhaseMetrics
 from serve_app.options import INTERACTIVE_PRIORITY, Caller, TranscribeOptions
 from serve_app.pipeline.clients import ray_clients
+from serve_app.pipeline.priority import lower_cpu_priority
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.results import TranscriptionResult
 
@@ -32,6 +33,7 @@ class Ingress:
     """
 
     def __init__(self, config: AppConfig, transcribers: dict[str, DeploymentHandle]) -> None:
+        lower_cpu_priority(config.ingress.nice)
         self.service = TranscriptionService(config, ray_clients(transcribers))
         self.jobs: JobsFrontend | None = None
         if config.jobs.enabled:

@@ -50,6 +50,13 @@ class JobsConfig(_Strict):
     tracker_name: str = Field("whisper-job-tracker", description="Named detached actor.")
     namespace: str = Field("whisper-serve", description="Ray namespace of the tracker.")
     tracker_num_cpus: float = Field(0.1, gt=0)
+    tracker_nice: int = Field(
+        4,
+        ge=0,
+        le=19,
+        description="Niceness added to the tracker (and its decode children): a job's "
+        "decode and VAD yield to the Transcribers' threads, like the Ingress's.",
+    )
     tracker_resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources of the tracker, e.g. {'head': 0.01}.",
@@ -144,6 +151,13 @@ class IngressConfig(_Strict):
     num_cpus: float = Field(0.25, gt=0)
     num_replicas: int = Field(1, ge=1)
     max_ongoing_requests: int = Field(64, ge=1)
+    nice: int = Field(
+        4,
+        ge=0,
+        le=19,
+        description="Niceness added to Ingress replicas (and their decode children), so "
+        "a Transcriber on the same node preempts decode and VAD. 0 leaves it as Ray set it.",
+    )
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources per replica, e.g. {'head': 0.01} to keep the ingress "

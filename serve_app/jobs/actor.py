@@ -16,6 +16,7 @@ from serve_app.config import AppConfig
 from serve_app.jobs.tracker import EventBatch, JobTracker, TrackerUnavailable
 from serve_app.observability import JobMetrics
 from serve_app.pipeline.clients import ray_clients
+from serve_app.pipeline.priority import lower_cpu_priority
 
 logger = logging.getLogger("ray.serve")
 
@@ -24,6 +25,7 @@ class TrackerActor(JobTracker):
     """The actor body: Ray runs async actors' `__init__` inside their event loop."""
 
     def __init__(self, config: AppConfig, handles: dict[str, DeploymentHandle]) -> None:
+        lower_cpu_priority(config.jobs.tracker_nice)
         super().__init__(config, ray_clients(handles), JobMetrics())
         self.start()
 
