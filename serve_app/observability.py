@@ -10,7 +10,10 @@ registry that would only see one replica. Ray prefixes the names with `ray_`.
 - Transcriber (`ReplicaMetrics`): batch size, batch seconds, queue wait, RTF, audio seconds,
   queue depth and clips per window, per model.
 - JobTracker (`JobMetrics`): `whisper_jobs_finished_total` by model and outcome,
-  `whisper_webhook_deliveries_total` by outcome (one per attempt).
+  `whisper_webhook_deliveries_total` by outcome (one per attempt), and per tenant
+  `whisper_jobs_tenant_queued`, `whisper_jobs_tenant_running`,
+  `whisper_jobs_tenant_oldest_queued_seconds` (at most `jobs.metrics_max_tenants` tenant
+  labels plus `_other`).
 - Ingress, realtime sessions (`LiveMetrics`, the `LiveObserver` of `serve_app.http.realtime`):
   `whisper_live_sessions` (open now), `whisper_live_completed_seconds` (end of speech, i.e.
   the committed turn, to its `completed` event) and `whisper_live_utterances_total` by outcome.
@@ -70,12 +73,35 @@ class JobMetrics:
             description="Webhook delivery attempts by outcome (ok or failed).",
             tag_keys=("outcome",),
         )
+        # Label values are bounded by jobs.metrics_max_tenants (the rest: tenant="_other").
+        self.tenant_queued = ray_metrics.Gauge(
+            "whisper_jobs_tenant_queued",
+            description="Queued jobs per tenant.",
+            tag_keys=("tenant",),
+        )
+        self.tenant_running = ray_metrics.Gauge(
+            "whisper_jobs_tenant_running",
+            description="Running jobs per tenant.",
+            tag_keys=("tenant",),
+        )
+        self.tenant_oldest = ray_metrics.Gauge(
+            "whisper_jobs_tenant_oldest_queued_seconds",
+            description="Age of the tenant's oldest queued job (0 when none is queued).",
+            tag_keys=("tenant",),
+        )
 
     def job_finished(self, model: str, status: str) -> None:
         self.finished.inc(1, tags={"model": model, "status": status})
 
     def webhook_attempt(self, ok: bool) -> None:
         self.webhooks.inc(1, tags={"outcome": "ok" if ok else "failed"})
+
+    def tenant_depth(
+        self, tenant: str, queued: int, running: int, oldest_queued_age_s: float
+    ) -> None:
+        self.tenant_queued.set(queued, tags={"tenant": tenant})
+        self.tenant_running.set(running, tags={"tenant": tenant})
+        self.tenant_oldest.set(oldest_queued_age_s, tags={"tenant": tenant})
 
 
 _BATCH_BOUNDARIES: list[float] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]

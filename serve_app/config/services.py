@@ -81,6 +81,19 @@ class JobsConfig(_Strict):
         "targets are checked on their own; webhooks are not affected.",
     )
     url_fetch_timeout_s: float = Field(60.0, gt=0, description="Wall-clock cap on one URL fetch.")
+    fair_share: bool = Field(
+        True,
+        description="Lease jobs by weighted deficit round-robin across tenants within each "
+        "priority, a tenant's running jobs capped by its share while others wait; off = "
+        "priority, then FIFO across all tenants.",
+    )
+    metrics_max_tenants: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="Tenants with their own label on the per-tenant queue gauges (those with "
+        "the most queued + running jobs); the rest are summed under tenant='_other'.",
+    )
     presign_expires_s: int = Field(900, ge=60, le=7 * 24 * 3600)
 
 
@@ -118,6 +131,14 @@ class RateLimitSettings(_Strict):
     )
     max_active_jobs: int = Field(
         1000, ge=1, description="Queued plus running jobs of the key's tenant at once."
+    )
+    weight: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="Fair-share weight of the key's jobs: while several tenants wait, each "
+        "gets job slots in proportion to its weight (a tenant's weight is the largest among "
+        "its queued and running jobs). Applies with or without `rate_limit.enabled`.",
     )
 
 

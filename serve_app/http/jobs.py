@@ -86,6 +86,7 @@ def jobs_router(jobs: JobsFrontend) -> APIRouter:
             metadata=parsed.metadata,
             idempotency_key=idempotency_key,
             max_active_jobs=access.max_active_jobs,
+            weight=access.principal.limits.weight,
         )
         async with access.slot():
             view, created = await jobs.submit(submission)
@@ -95,7 +96,7 @@ def jobs_router(jobs: JobsFrontend) -> APIRouter:
         "/jobs",
         response_model=JobList,
         responses=ERROR_RESPONSES,
-        summary="List jobs, newest first",
+        summary="List jobs, newest first, with the tenant's queue (queued, running, oldest age)",
     )
     async def list_jobs(
         access: AccessDep,

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from serve_app.errors import (
     UnsupportedMedia,
 )
 from serve_app.jobs.tracker import EventBatch, TrackerClient, TrackerUnavailable
-from serve_app.jobs.views import JobList, JobView
+from serve_app.jobs.views import JobList, JobView, QueueView
 from serve_app.options import TranscribeOptions
 from serve_app.pipeline.decode import sniff_not_audio
 from serve_app.pipeline.service import TranscriptionService
@@ -36,7 +36,7 @@ from serve_app.security.netguard import check_url, fetch
 from serve_app.security.ratelimit import rate_limited
 from serve_app.stores import PresignedPost, S3Settings, open_blob_store, open_job_store
 from serve_app.stores import errors as store_errors
-from serve_app.stores.records import Job, JobStatus, NewJob, options_hash
+from serve_app.stores.records import Job, JobStatus, NewJob, options_hash, utcnow
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -59,6 +59,7 @@ class JobSubmission:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     max_active_jobs: int | None = None  # the key's quota of queued + running jobs
+    weight: float = 1.0  # the key's fair-share weight
 
 
 class JobsFrontend:
@@ -120,6 +121,7 @@ class JobsFrontend:
             metadata=sub.metadata,
             priority=sub.priority,
             max_attempts=jobs.max_attempts,
+            weight=sub.weight,
         )
         # One thread hop for dedupe, audio object and row: submit latency is mostly these.
         job, created = await self._store(self._persist, new, audio)
@@ -161,13 +163,22 @@ class JobsFrontend:
             raise BadRequest(f"unknown status {status!r}") from exc
         if after is not None:
             _known_id(after)
-        jobs = await self._store(self.store.list_jobs, tenant, wanted, limit + 1, after)
+        jobs, queue = await self._store(self._page, tenant, wanted, limit + 1, after)
         page = jobs[:limit]
         return JobList(
             data=[JobView.of(j) for j in page],
             has_more=len(jobs) > limit,
             next_after=page[-1].id if len(jobs) > limit and page else None,
+            queue=queue,
         )
+
+    def _page(
+        self, tenant: str, status: JobStatus | None, limit: int, after: str | None
+    ) -> tuple[Sequence[Job], QueueView]:
+        """One page of jobs and the tenant's queue, in one thread hop (blocking)."""
+        jobs = self.store.list_jobs(tenant, status, limit, after)
+        now = utcnow()
+        return jobs, QueueView.of(self.store.tenant_queues(tenant, now), now)
 
     async def result(self, tenant: str, job_id: str) -> tuple[Job, TranscriptionResult]:
         """The job and its transcript; Conflict while it has none."""

@@ -1,6 +1,7 @@
 """JobTracker: the job queue's owner (run as a named, detached Ray actor by `jobs.actor`).
 
-It leases runnable jobs from the job store (priority, then FIFO), runs at most
+It leases runnable jobs from the job store (weighted fair share across tenants within each
+priority, see `jobs.fairshare`; then priority and FIFO within a tenant), runs at most
 `max_concurrent_jobs` at once through the same batching path as interactive requests,
 renews leases while it works, retries with capped exponential backoff, honours
 cancellation and delivers webhooks. All state lives in the job store, so a restarted
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from serve_app.config import AppConfig
 from serve_app.inference.protocol import ModelClient
 from serve_app.jobs.eventlog import JobEventLog
+from serve_app.jobs.fairshare import FairShare, TenantDepth, TenantQueues, tenant_depths
 from serve_app.jobs.retry import is_permanent, retry_delay
 from serve_app.jobs.runner import JobRunner, Publish
 from serve_app.jobs.views import JobView
@@ -44,6 +46,11 @@ class JobObserver(Protocol):
     def job_finished(self, model: str, status: str) -> None: ...
 
     def webhook_attempt(self, ok: bool) -> None: ...
+
+    def tenant_depth(
+        self, tenant: str, queued: int, running: int, oldest_queued_age_s: float
+    ) -> None:
+        """One tenant label of the queue gauges (the tracker bounds the label set)."""
 
 
 @dataclass
@@ -106,8 +113,11 @@ class JobTracker:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.outcomes: dict[str, int] = {}
         self.observer = observer
+        self.fair = FairShare()
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._depths_at = 0.0
+        self._depth_labels: set[str] = set()
 
     def start(self) -> None:
         """Start the queue loop in the running event loop."""
@@ -176,15 +186,50 @@ class JobTracker:
             renewer.cancel()
 
     async def _fill_slots(self) -> None:
-        while len(self.running) < self.jobs_config.max_concurrent_jobs:
+        capacity = self.jobs_config.max_concurrent_jobs
+        loop = asyncio.get_running_loop()
+        queues = None
+        # The summary also feeds the gauges: read it when a slot is free or they are stale.
+        if (
+            len(self.running) < capacity
+            or loop.time() - self._depths_at >= self.jobs_config.poll_interval_s
+        ):
+            queues = TenantQueues.load(await asyncio.to_thread(self.store.tenant_queues))
+            self._report_depths(queues)
+        while queues is not None and len(self.running) < capacity:
+            tenant = self.fair.pick(queues, capacity) if self.jobs_config.fair_share else None
+            if tenant is None and self.jobs_config.fair_share:
+                return
             job = await asyncio.to_thread(
-                self.store.lease_next, self.worker_id, self.jobs_config.lease_seconds
+                self.store.lease_next,
+                self.worker_id,
+                self.jobs_config.lease_seconds,
+                None,
+                tenant,
             )
             if job is None:
-                return
-            task = asyncio.get_running_loop().create_task(self._run(job))
+                if tenant is None:
+                    return
+                queues.drained(tenant)  # another worker took it; the others may still wait
+                continue
+            queues.leased(job.tenant, job.priority)
+            task = loop.create_task(self._run(job))
             self.running[job.id] = task
             task.add_done_callback(functools.partial(self._finished, job.id))
+
+    def _report_depths(self, queues: TenantQueues) -> None:
+        self._depths_at = asyncio.get_running_loop().time()
+        if self.observer is None:
+            return
+        depths = tenant_depths(queues, utcnow(), self.jobs_config.metrics_max_tenants)
+        labels = {d.tenant for d in depths}
+        # Gauges keep their last value: a tenant whose queue emptied is set back to zero.
+        gone = [TenantDepth(t, 0, 0, 0.0) for t in sorted(self._depth_labels - labels)]
+        for depth in [*depths, *gone]:
+            self.observer.tenant_depth(
+                depth.tenant, depth.queued, depth.running, depth.oldest_queued_age_s
+            )
+        self._depth_labels = labels
 
     def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self.running.pop(job_id, None)

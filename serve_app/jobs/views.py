@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from serve_app.stores.records import Job, JobStatus
+from serve_app.stores.records import Job, JobStatus, TenantQueue
 
 
 class JobView(BaseModel):
@@ -57,10 +58,32 @@ class JobView(BaseModel):
         return self.model_dump(mode="json")
 
 
+class QueueView(BaseModel):
+    """The caller's tenant in the job queue, over all of its jobs (not only this page)."""
+
+    queued: int = Field(description="Jobs waiting for a slot (retries waiting included).")
+    running: int = Field(description="Jobs being transcribed now.")
+    oldest_queued_age_s: float | None = Field(
+        description="Seconds the oldest queued job has waited; null when none is queued."
+    )
+    weight: float = Field(description="The tenant's fair-share weight (1 when idle).")
+
+    @classmethod
+    def of(cls, rows: Sequence[TenantQueue], now: datetime) -> QueueView:
+        oldest = min((r.oldest_queued_at for r in rows if r.oldest_queued_at), default=None)
+        return cls(
+            queued=sum(r.queued for r in rows),
+            running=sum(r.running for r in rows),
+            oldest_queued_age_s=max(0.0, (now - oldest).total_seconds()) if oldest else None,
+            weight=max((r.weight for r in rows), default=1.0),
+        )
+
+
 class JobList(BaseModel):
-    """One page of GET /v1/jobs, newest first."""
+    """One page of GET /v1/jobs, newest first, and the tenant's queue."""
 
     object: Literal["list"] = "list"
     data: list[JobView]
     has_more: bool
     next_after: str | None = Field(None, description="Pass as `after` for the next page.")
+    queue: QueueView | None = Field(None, description="The tenant's queued and running jobs.")

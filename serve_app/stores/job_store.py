@@ -16,7 +16,15 @@ from typing import Any
 
 from .closeable import Closeable
 from .errors import StoreError
-from .records import ApiKey, ChunkCheckpoint, Job, JobStatus, NewJob, WebhookDelivery
+from .records import (
+    ApiKey,
+    ChunkCheckpoint,
+    Job,
+    JobStatus,
+    NewJob,
+    TenantQueue,
+    WebhookDelivery,
+)
 
 _BLOCK_RE = re.compile(r"^-- name: (?P<name>\w+)(?: \((?P<dialect>\w+)\))?\s*$", re.MULTILINE)
 _MIGRATION_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.sql$")
@@ -100,10 +108,21 @@ class JobStore(Closeable):
 
     @abc.abstractmethod
     def lease_next(
-        self, owner: str, lease_seconds: float, now: datetime | None = None
+        self,
+        owner: str,
+        lease_seconds: float,
+        now: datetime | None = None,
+        tenant: str | None = None,
     ) -> Job | None:
         """Atomically take the next runnable job (queued, or running with an expired lease;
-        due by next_attempt_at), highest priority first, then oldest. Counts an attempt."""
+        due by next_attempt_at), highest priority first, then oldest. Counts an attempt.
+        With `tenant`, only that tenant's jobs (the fair-share scheduler chose it)."""
+
+    @abc.abstractmethod
+    def tenant_queues(
+        self, tenant: str | None = None, now: datetime | None = None
+    ) -> list[TenantQueue]:
+        """Queued, due and running counts per tenant and priority (one tenant with `tenant`)."""
 
     @abc.abstractmethod
     def renew_lease(

@@ -98,6 +98,7 @@ class NewJob:
     priority: int = 0
     max_attempts: int = 3
     total_chunks: int | None = None
+    weight: float = 1.0  # the submitting key's fair-share weight
     id: str = field(default_factory=new_id)
 
     @property
@@ -135,6 +136,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    weight: float = 1.0
 
     @property
     def progress(self) -> float | None:
@@ -172,6 +174,36 @@ class Job:
             started_at=parse_ts(row["started_at"]),
             finished_at=parse_ts(row["finished_at"]),
             updated_at=required_ts(row, "updated_at"),
+            weight=float(row.get("weight", 1.0)),
+        )
+
+
+@dataclass(frozen=True)
+class TenantQueue:
+    """One tenant's runnable jobs at one priority (a row of `JobStore.tenant_queues`).
+
+    A running job whose lease expired counts as queued; `due` excludes retries waiting for
+    their `next_attempt_at`. `weight` is the largest weight among these jobs.
+    """
+
+    tenant: str
+    priority: int
+    queued: int
+    due: int
+    running: int
+    weight: float
+    oldest_queued_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> TenantQueue:
+        return cls(
+            tenant=row["tenant"],
+            priority=int(row["priority"]),
+            queued=int(row["queued"] or 0),
+            due=int(row["due"] or 0),
+            running=int(row["running"] or 0),
+            weight=float(row["weight"] or 1.0),
+            oldest_queued_at=parse_ts(row["oldest_queued_at"]),
         )
 
 

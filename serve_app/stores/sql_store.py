@@ -23,6 +23,7 @@ from .records import (
     JobStatus,
     NewJob,
     Row,
+    TenantQueue,
     WebhookDelivery,
     new_id,
     to_utc,
@@ -104,6 +105,7 @@ class SqlJobStore(JobStore):
             "max_attempts": new.max_attempts,
             "webhook_url": new.webhook_url,
             "metadata": new.metadata,
+            "weight": new.weight,
             "now": self._now(),
         }
         with self._transaction() as tx:
@@ -158,12 +160,25 @@ class SqlJobStore(JobStore):
         return Job.from_row(row) if row is not None else None
 
     def lease_next(
-        self, owner: str, lease_seconds: float, now: datetime | None = None
+        self,
+        owner: str,
+        lease_seconds: float,
+        now: datetime | None = None,
+        tenant: str | None = None,
     ) -> Job | None:
         params = self._lease_params(owner, lease_seconds, now)
+        query = "lease_next" if tenant is None else "lease_next_for_tenant"
         with self._transaction() as tx:
-            row = self._one(tx, "lease_next", params)
+            row = self._one(tx, query, {**params, "tenant": tenant})
         return Job.from_row(row) if row is not None else None
+
+    def tenant_queues(
+        self, tenant: str | None = None, now: datetime | None = None
+    ) -> list[TenantQueue]:
+        params = {"tenant": tenant, "now": self._now(now)}
+        with self._transaction(write=False) as tx:
+            rows = tx.rows("tenant_queues", params)
+        return [TenantQueue.from_row(row) for row in rows]
 
     def renew_lease(
         self, job_id: str, owner: str, lease_seconds: float, now: datetime | None = None

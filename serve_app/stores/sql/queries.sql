@@ -37,11 +37,11 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 INSERT INTO jobs (
     id, tenant, status, priority, model, options, options_hash, audio_key, audio_sha256,
     idempotency_key, request_hash, total_chunks, max_attempts, webhook_url, metadata,
-    created_at, updated_at
+    weight, created_at, updated_at
 ) VALUES (
     :id, :tenant, 'queued', :priority, :model, :options, :options_hash, :audio_key, :audio_sha256,
     :idempotency_key, :request_hash, :total_chunks, :max_attempts, :webhook_url, :metadata,
-    :now, :now
+    :weight, :now, :now
 )
 ON CONFLICT (tenant, idempotency_key) DO NOTHING
 RETURNING *;
@@ -190,3 +190,53 @@ RETURNING id;
 
 -- name: list_api_keys
 SELECT * FROM api_keys WHERE tenant = :tenant ORDER BY created_at, id;
+
+-- ---- issue 18: weighted fair share across tenants ------------------------------------------
+
+-- name: tenant_queues
+-- Runnable work per tenant and priority: a running job whose lease expired counts as queued
+-- (the next lease takes it); `due` leaves out retries that wait for next_attempt_at.
+SELECT
+    tenant,
+    priority,
+    SUM(CASE WHEN status = 'running' AND lease_expires_at > :now THEN 1 ELSE 0 END) AS running,
+    SUM(CASE WHEN status = 'queued' OR lease_expires_at <= :now THEN 1 ELSE 0 END) AS queued,
+    SUM(CASE WHEN (status = 'queued' OR lease_expires_at <= :now)
+              AND (next_attempt_at IS NULL OR next_attempt_at <= :now) THEN 1 ELSE 0 END) AS due,
+    MAX(weight) AS weight,
+    MIN(CASE WHEN status = 'queued' OR lease_expires_at <= :now THEN created_at END)
+        AS oldest_queued_at
+FROM jobs
+WHERE status IN ('queued', 'running') AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
+GROUP BY tenant, priority
+ORDER BY tenant, priority DESC;
+
+-- name: lease_next_for_tenant (postgres)
+-- lease_next restricted to one tenant: the fair-share scheduler picked the tenant.
+UPDATE jobs SET
+    status = 'running', lease_owner = :owner, lease_expires_at = :lease_expires_at,
+    started_at = COALESCE(started_at, :now), attempts = attempts + 1, updated_at = :now
+WHERE id = (
+    SELECT id FROM jobs
+    WHERE tenant = :tenant
+      AND (status = 'queued' OR (status = 'running' AND lease_expires_at <= :now))
+      AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
+    ORDER BY priority DESC, created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *;
+
+-- name: lease_next_for_tenant (sqlite)
+UPDATE jobs SET
+    status = 'running', lease_owner = :owner, lease_expires_at = :lease_expires_at,
+    started_at = COALESCE(started_at, :now), attempts = attempts + 1, updated_at = :now
+WHERE id = (
+    SELECT id FROM jobs
+    WHERE tenant = :tenant
+      AND (status = 'queued' OR (status = 'running' AND lease_expires_at <= :now))
+      AND (next_attempt_at IS NULL OR next_attempt_at <= :now)
+    ORDER BY priority DESC, created_at, id
+    LIMIT 1
+)
+RETURNING *;
