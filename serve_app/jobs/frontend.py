@@ -1,7 +1,8 @@
 """The ingress side of jobs: accept, look up, cancel, stream and render them.
 
 A job is accepted only once its audio object and its row are durable (object first),
-so a 202 always names a job that the tracker will run to an end.
+so a 202 always names a job that the tracker will run to an end. Concurrent submits are
+made durable together (`jobs.groupcommit`): one thread hop and one round of fsyncs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from serve_app.errors import (
     PayloadTooLarge,
     UnsupportedMedia,
 )
+from serve_app.jobs.groupcommit import GroupCommit
 from serve_app.jobs.tracker import EventBatch, TrackerClient, TrackerUnavailable
 from serve_app.jobs.views import JobList, JobView, QueueView
 from serve_app.options import TranscribeOptions
@@ -78,6 +80,9 @@ class JobsFrontend:
         self.blobs = open_blob_store(
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
         )
+        self._submits: GroupCommit[tuple[NewJob, bytes], tuple[Job, bool]] = GroupCommit(
+            self._persist_batch
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -123,23 +128,48 @@ class JobsFrontend:
             max_attempts=jobs.max_attempts,
             weight=sub.weight,
         )
-        # One thread hop for dedupe, audio object and row: submit latency is mostly these.
-        job, created = await self._store(self._persist, new, audio)
+        # Concurrent submits share one thread hop and one round of fsyncs (group commit).
+        try:
+            job, created = await self._submits.submit((new, audio))
+        except store_errors.StoreError as exc:
+            raise _service_error(exc) from exc
         if created:
             await self.tracker.wake()
         return JobView.of(job), created
 
-    def _persist(self, new: NewJob, audio: bytes) -> tuple[Job, bool]:
-        """Dedupe, then the audio object, then the row that points at it (blocking)."""
-        if new.idempotency_key is None and new.audio_sha256 is not None:
-            done = self.store.find_succeeded_by_audio(
-                new.tenant, new.audio_sha256, options_hash(new.model, new.options)
-            )
-            if done is not None:
-                return done, False
-        if new.audio_key and not self.blobs.exists(new.audio_key):
-            self.blobs.put(new.audio_key, audio)
-        return self.store.create_job(new)
+    def _persist_batch(
+        self, batch: Sequence[tuple[NewJob, bytes]]
+    ) -> list[tuple[Job, bool] | Exception]:
+        """Per submit: dedupe, then the audio objects (synced together), then each row that
+        points at one (blocking). A failed audio write fails every submit that needed it."""
+        results: list[tuple[Job, bool] | Exception | None] = [None] * len(batch)
+        audio: dict[str, bytes] = {}
+        rows: list[int] = []
+        for i, (new, data) in enumerate(batch):
+            try:
+                if new.idempotency_key is None and new.audio_sha256 is not None:
+                    done = self.store.find_succeeded_by_audio(
+                        new.tenant, new.audio_sha256, options_hash(new.model, new.options)
+                    )
+                    if done is not None:
+                        results[i] = (done, False)
+                        continue
+                key = new.audio_key
+                if key and key not in audio and not self.blobs.exists(key):
+                    audio[key] = data
+                rows.append(i)
+            except Exception as exc:
+                results[i] = exc
+        try:
+            self.blobs.put_many(list(audio.items()))
+        except Exception as exc:
+            rows, results = [], [exc if i in rows else r for i, r in enumerate(results)]
+        for i in rows:
+            try:
+                results[i] = self.store.create_job(batch[i][0])
+            except Exception as exc:
+                results[i] = exc
+        return [r if r is not None else RuntimeError("submit not persisted") for r in results]
 
     async def _check_active_quota(self, tenant: str, quota: int) -> None:
         # Counted, not reserved: two submissions racing at the edge may both pass.
@@ -275,12 +305,19 @@ class JobsFrontend:
         """Run a blocking store call in a thread; map store errors to service errors."""
         try:
             return await asyncio.to_thread(fn, *args)
-        except store_errors.NotFound as exc:
-            raise NotFound(str(exc) or "not found") from exc
-        except store_errors.Conflict as exc:
-            raise Conflict("Idempotency-Key was already used with a different request") from exc
-        except store_errors.StoreUnavailable as exc:
-            raise BackendUnavailable(f"storage unavailable: {exc}") from exc
+        except store_errors.StoreError as exc:
+            raise _service_error(exc) from exc
+
+
+def _service_error(exc: store_errors.StoreError) -> Exception:
+    """What the caller sees of a store error; unknown store errors pass through as they were."""
+    if isinstance(exc, store_errors.NotFound):
+        return NotFound(str(exc) or "not found")
+    if isinstance(exc, store_errors.Conflict):
+        return Conflict("Idempotency-Key was already used with a different request")
+    if isinstance(exc, store_errors.StoreUnavailable):
+        return BackendUnavailable(f"storage unavailable: {exc}")
+    return exc
 
 
 def _known_id(job_id: str) -> None:

@@ -1,0 +1,57 @@
+"""Group commit for job submissions: concurrent submits share one thread hop and one sync.
+
+Submits that arrive while a batch is being made durable wait for the next batch instead of
+queueing one thread hop each; a lone submit goes straight through (no added wait). Every
+caller's future resolves only after its own writes returned, so a 202 still means durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """Runs `fn(batch)` in a thread, one batch at a time, over whatever queued meanwhile."""
+
+    def __init__(
+        self, fn: Callable[[Sequence[T]], Sequence[R | Exception]], max_batch: int = 64
+    ) -> None:
+        """`fn` returns one entry per item: its result, or the exception that item raised."""
+        self._fn = fn
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._writer is None or self._writer.done():
+            # A task of its own: a caller that goes away must not stop other callers' batch.
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            items = [item for item, _ in batch]
+            try:
+                results: Sequence[R | Exception] = await asyncio.to_thread(self._fn, items)
+            except Exception as exc:  # the whole batch failed: every caller gets it
+                results = [exc] * len(batch)
+            except BaseException:  # cancelled (shutdown): so are the callers
+                for _, future in batch:
+                    future.cancel()
+                raise
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # its caller was cancelled; its writes stand anyway
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
