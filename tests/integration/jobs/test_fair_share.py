@@ -123,3 +123,35 @@ def test_weights_three_to_one_hold_while_both_tenants_wait(app, data_dir):
     ratio = window.count("heavy") / max(1, window.count("light"))
     assert len(window) >= 16, window
     assert abs(ratio - 3.0) / 3.0 <= 0.2, (ratio, window)
+
+
+@pytest.mark.slow
+def test_tracker_killed_during_a_flood_loses_nothing_and_the_share_holds(app, data_dir):
+    import ray
+
+    clip = data_dir / "weather.wav"
+    tenant_a, tenant_b = f"kflood-{uuid.uuid4().hex[:6]}", f"klate-{uuid.uuid4().hex[:6]}"
+    with (
+        app.client(app.create_key(tenant_a, "a")) as a,
+        app.client(app.create_key(tenant_b, "b")) as b,
+    ):
+        a_ids = _submit(a, clip, 30)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            jobs = a.get("/v1/jobs", params={"limit": 200}).json()["data"]
+            if sum(j["status"] == "succeeded" for j in jobs) >= 2:
+                break
+            time.sleep(0.3)
+        tracker = ray.get_actor(app.config.jobs.tracker_name, namespace=app.config.jobs.namespace)
+        old = ray.get(tracker.ping.remote())
+        ray.kill(tracker, no_restart=False)  # Ray restarts it; its leases expire
+        b_ids = _submit(b, clip, 6)  # arrives while the flood's jobs wait for the new tracker
+        b_jobs = _drain(b, b_ids)
+        a_jobs = _drain(a, a_ids)
+    assert ray.get(tracker.ping.remote()) != old
+    assert {j["status"] for j in a_jobs + b_jobs} == {"succeeded"}
+    assert len({j["id"] for j in a_jobs + b_jobs}) == 36
+    a_done = sorted(_finished(j) for j in a_jobs)
+    assert max(_finished(j) for j in b_jobs) < a_done[23]  # not behind the rest of the flood
+    stats = ray.get(tracker.stats.remote())
+    assert stats.duplicate_checkpoints == 0
