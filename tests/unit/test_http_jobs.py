@@ -239,6 +239,9 @@ async def test_list_pagination(idle_stack, client, data_dir):
     assert page["object"] == "list" and page["has_more"] is True
     assert [j["id"] for j in page["data"]] == newest_first[:2]
     assert page["next_after"] == newest_first[1]
+    queue = page["queue"]  # the whole tenant, not the page
+    assert (queue["queued"], queue["running"], queue["weight"]) == (5, 0, 1.0)
+    assert queue["oldest_queued_age_s"] >= 0
 
     second = (await client.get("/v1/jobs", params={"limit": 2, "after": page["next_after"]})).json()
     assert [j["id"] for j in second["data"]] == newest_first[2:4] and second["has_more"]
@@ -254,6 +257,7 @@ async def test_list_pagination(idle_stack, client, data_dir):
     assert [j["id"] for j in queued] == newest_first[:4]
     cancelled = (await client.get("/v1/jobs", params={"status": "cancelled"})).json()["data"]
     assert [j["id"] for j in cancelled] == [ids[0]]
+    assert (await client.get("/v1/jobs")).json()["queue"]["queued"] == 4
 
     assert_error(await client.get("/v1/jobs", params={"status": "bogus"}), 400)
     assert_error(await client.get("/v1/jobs", params={"limit": 0}), 400)
