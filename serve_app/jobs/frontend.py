@@ -173,9 +173,8 @@ class JobsFrontend:
 
     async def _check_active_quota(self, tenant: str, quota: int) -> None:
         # Counted, not reserved: two submissions racing at the edge may both pass.
-        active = 0
-        for status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            active += len(await self._store(self.store.list_jobs, tenant, status, quota, None))
+        rows = await self._store(self.store.tenant_queues, tenant)
+        active = sum(row.queued + row.running for row in rows)
         if active >= quota:
             raise rate_limited(f"{active} jobs are queued or running (quota {quota})", 5.0)
 
