@@ -66,6 +66,7 @@ class Options:
     max_concurrent_jobs: int = 4
     timeout_s: float = 1800.0
     http_url: str | None = None
+    fifo_flood: bool = False
     out: Path = RESULTS
     clip_dir: Path = DEFAULT_CACHE
     model_cache: Path = MODEL_CACHE
@@ -128,21 +129,7 @@ def run_all(opts: Options, bench: Bench, config: Any, naive: dict[str, Any]) -> 
     }
     log(f"seeds: {done} in {wall:.1f} s")
 
-    log(f"flood: A submits {opts.flood}, then B and C {opts.flood_small} each")
-    a, b, c = f"{run}-A", f"{run}-fB", f"{run}-fC"
-    groups = [([a], opts.flood), ([b, c], 2 * opts.flood_small)]
-    sub, seen, t0w, wall = asyncio.run(scenario(bench, groups, opts.rate, opts.timeout_s))
-    flood = completion(sub, seen, t0w)
-    idle = results["idle"]["completion"]
-    results["flood"] = {
-        "outcomes": outcomes(sub, seen, {}),
-        "wall_s": round(wall, 2),
-        "completion": flood,
-        "vs_idle": {
-            name: _ratio(flood[t]["completion_s"], idle[i]["completion_s"])
-            for name, t, i in (("B", b, small[0]), ("C", c, small[1]))
-        },
-    }
+    results["flood"] = flood_phase(opts, bench, run, results["idle"]["completion"])
 
     log(f"submit: {opts.rate}/s for {opts.submit_seconds} s on the idle service")
     n = max(1, round(opts.rate * opts.submit_seconds))
@@ -153,6 +140,27 @@ def run_all(opts: Options, bench: Bench, config: Any, naive: dict[str, Any]) -> 
     )
     results["tracker"] = tracker_stats(config)
     return results
+
+
+def flood_phase(
+    opts: Options, bench: Bench, run: str, idle: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """A submits `opts.flood`, then B and C `opts.flood_small` each; B, C against `idle`."""
+    log(f"flood: A submits {opts.flood}, then B and C {opts.flood_small} each")
+    a, b, c = f"{run}-A", f"{run}-fB", f"{run}-fC"
+    groups = [([a], opts.flood), ([b, c], 2 * opts.flood_small)]
+    sub, seen, t0w, wall = asyncio.run(scenario(bench, groups, opts.rate, opts.timeout_s))
+    flood = completion(sub, seen, t0w)
+    references = list(idle.values())
+    return {
+        "outcomes": outcomes(sub, seen, {}),
+        "wall_s": round(wall, 2),
+        "completion": flood,
+        "vs_idle": {
+            name: _ratio(flood[t]["completion_s"], ref["completion_s"])
+            for name, t, ref in zip(("B", "C"), (b, c), references, strict=False)
+        },
+    }
 
 
 async def _cancel(bench: Bench, tenant: str, ids: list[str]) -> dict[str, int]:
@@ -186,7 +194,7 @@ def naive_baseline(opts: Options, clip: Clip) -> dict[str, Any]:
     }
 
 
-def app_config(opts: Options, name: str) -> Any:
+def app_config(opts: Options, name: str, fair_share: bool = True) -> Any:
     from serve_app.config import AppConfig
 
     raw = bench_config(["tiny.en"], 8, 0.05, 2, opts.model_cache)
@@ -195,21 +203,23 @@ def app_config(opts: Options, name: str) -> Any:
         "tracker_name": f"tracker-{name}",
         "max_concurrent_jobs": opts.max_concurrent_jobs,
         "metrics_max_tenants": opts.tenants + 4,
+        "fair_share": fair_share,
     }
     return AppConfig.model_validate(raw)
 
 
-def deploy(opts: Options, name: str, config: Any) -> tuple[str, bool]:
-    """Serve the app (starting Ray and Serve unless `--http-url` says they run); its URL."""
+def deploy(http_url: str | None, name: str, config: Any) -> tuple[str, str, bool]:
+    """Serve the app (starting Ray and Serve unless `http_url` says they run): its URL, the
+    proxy's URL and whether Ray was started here."""
     import ray
     from ray import serve
 
     from serve_app.app import build_app
 
-    started = opts.http_url is None and not ray.is_initialized()
+    started = http_url is None and not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    base = opts.http_url
+    base = http_url
     if base is None:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -217,7 +227,7 @@ def deploy(opts: Options, name: str, config: Any) -> tuple[str, bool]:
     serve.run(build_app(config), name=name, route_prefix=f"/{name}")
     url = f"{base.rstrip('/')}/{name}"
     wait_ready(url)
-    return url, started
+    return url, base, started
 
 
 def run(opts: Options) -> dict[str, Any]:
@@ -228,23 +238,24 @@ def run(opts: Options) -> dict[str, Any]:
     config = app_config(opts, name)
     load = os.getloadavg()
     started_at = datetime.now(UTC)
-    url, started = deploy(opts, name, config)
-    import ray
-    from ray import serve
-
+    url, base, started = deploy(opts.http_url, name, config)
+    apps = [(name, config)]
     try:
         bench = Bench(url, config.storage.database_url, clip)
         results = run_all(opts, bench, config, naive)
+        if opts.fifo_flood:
+            fifo_name = f"{name}-fifo"
+            fifo = app_config(opts, fifo_name, fair_share=False)
+            apps.append((fifo_name, fifo))
+            log("the flood again with jobs.fair_share off (priority, then FIFO)")
+            fifo_url, _, _ = deploy(base, fifo_name, fifo)
+            fifo_bench = Bench(fifo_url, fifo.storage.database_url, clip)
+            run_id = f"fifo{uuid.uuid4().hex[:4]}"
+            results["flood_fifo"] = flood_phase(
+                opts, fifo_bench, run_id, results["idle"]["completion"]
+            )
     finally:
-        serve.delete(name)
-        try:
-            actor = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
-            ray.kill(actor, no_restart=True)
-        except ValueError:
-            pass
-        if started:
-            serve.shutdown()
-            ray.shutdown()
+        _teardown(apps, started)
     results["meta"] = {
         "command": opts.command,
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -259,6 +270,22 @@ def run(opts: Options) -> dict[str, Any]:
     return results
 
 
+def _teardown(apps: list[tuple[str, Any]], stop_ray: bool) -> None:
+    import ray
+    from ray import serve
+
+    for name, config in apps:
+        serve.delete(name)
+        try:
+            actor = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
+            ray.kill(actor, no_restart=True)
+        except ValueError:
+            pass
+    if stop_ray:
+        serve.shutdown()
+        ray.shutdown()
+
+
 def parse_args(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3 tenants x 10, flood 30 + 3 + 3")
@@ -271,6 +298,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--naive-sample", type=int)
     p.add_argument("--max-concurrent-jobs", type=int, default=4)
     p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--fifo-flood", action="store_true", help="the flood again, fair share off")
     p.add_argument("--http-url", help="Serve proxy of a running Ray (deploy there, no new Ray)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--clip-dir", type=Path, default=DEFAULT_CACHE)
@@ -300,6 +328,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         max_concurrent_jobs=a.max_concurrent_jobs,
         timeout_s=a.timeout,
         http_url=a.http_url,
+        fifo_flood=a.fifo_flood,
         out=a.out,
         clip_dir=a.clip_dir,
         model_cache=a.model_cache,

@@ -46,6 +46,24 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
     return rows
 
 
+def _flood_lines(flood: dict[str, Any], idle: dict[str, Any]) -> list[str]:
+    lines = [
+        "| tenant | jobs | first submit s | completion s (first submit -> last done) | "
+        "idle completion s | vs idle |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    idle_by_role = dict(zip(("B", "C"), idle["completion"].values(), strict=False))
+    for role, c in zip(("A", "B", "C"), flood["completion"].values(), strict=False):
+        reference = idle_by_role.get(role)
+        lines.append(
+            f"| {role} | {c['jobs']} | {c['first_submit_s']} | {c['completion_s']} | "
+            f"{reference['completion_s'] if reference else '-'} | "
+            f"{flood['vs_idle'].get(role, '-') if role != 'A' else '-'} |"
+        )
+    lines += ["", f"Outcomes: {flood['outcomes']}; everything drained in {flood['wall_s']} s."]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta, naive, seeds = results["meta"], results["naive"], results["seeds"]
     flood, idle = results["flood"], results["idle"]
@@ -82,25 +100,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"Last job per tenant done at {min(done):.1f}-{max(done):.1f} s after the first "
             "submit (the spread shows the tenants drained together).",
         ]
+    lines += ["", "## Flood: A first, then B and C", ""]
+    lines += _flood_lines(flood, idle)
+    if "flood_fifo" in results:
+        lines += ["", "The same flood with `jobs.fair_share: false` (priority, then FIFO):", ""]
+        lines += _flood_lines(results["flood_fifo"], idle)
     lines += [
-        "",
-        "## Flood: A first, then B and C",
-        "",
-        "| tenant | jobs | first submit s | completion s (first submit → last done) | "
-        "idle completion s | vs idle |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    idle_by_role = dict(zip(("B", "C"), idle["completion"].values(), strict=False))
-    for role, (_tenant, c) in zip(("A", "B", "C"), flood["completion"].items(), strict=False):
-        reference = idle_by_role.get(role)
-        lines.append(
-            f"| {role} | {c['jobs']} | {c['first_submit_s']} | {c['completion_s']} | "
-            f"{reference['completion_s'] if reference else '-'} | "
-            f"{flood['vs_idle'].get(role, '-') if role != 'A' else '-'} |"
-        )
-    lines += [
-        "",
-        f"Flood outcomes: {flood['outcomes']}; everything drained in {flood['wall_s']} s.",
         "",
         "## Submit latency (`POST /v1/jobs`, row and audio durable before the 202)",
         "",
