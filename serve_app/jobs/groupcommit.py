@@ -1,8 +1,10 @@
 """Group commit for job submissions: concurrent submits share one thread hop and one sync.
 
-Submits that arrive while a batch is being made durable wait for the next batch instead of
-queueing one thread hop each; a lone submit goes straight through (no added wait). Every
-caller's future resolves only after its own writes returned, so a 202 still means durable.
+Up to `writers` batches run at once (so syncs still overlap on the device, as separate
+thread hops did); submits that arrive while every writer is busy join the next batch
+instead of queueing one thread hop each, and a lone submit goes straight through (no added
+wait). Every caller's future resolves only after its own writes returned, so a 202 still
+means durable.
 """
 
 from __future__ import annotations
@@ -19,20 +21,26 @@ class GroupCommit(Generic[T, R]):
     """Runs `fn(batch)` in a thread, one batch at a time, over whatever queued meanwhile."""
 
     def __init__(
-        self, fn: Callable[[Sequence[T]], Sequence[R | Exception]], max_batch: int = 64
+        self,
+        fn: Callable[[Sequence[T]], Sequence[R | Exception]],
+        max_batch: int = 64,
+        writers: int = 4,
     ) -> None:
         """`fn` returns one entry per item: its result, or the exception that item raised."""
         self._fn = fn
         self._max_batch = max_batch
+        self._max_writers = writers
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._writer is None or self._writer.done():
+        if len(self._writers) < self._max_writers:
             # A task of its own: a caller that goes away must not stop other callers' batch.
-            self._writer = asyncio.get_running_loop().create_task(self._drain())
+            writer = asyncio.get_running_loop().create_task(self._drain())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         return await future
 
     async def _drain(self) -> None:

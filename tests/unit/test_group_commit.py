@@ -24,7 +24,7 @@ def test_concurrent_submits_share_batches_and_get_their_own_results() -> None:
         return [ValueError(f"bad {i}") if i == 3 else i * 10 for i in items]
 
     async def main() -> list[int | BaseException]:
-        commit: GroupCommit[int, int] = GroupCommit(persist)
+        commit: GroupCommit[int, int] = GroupCommit(persist, writers=1)
         first = asyncio.ensure_future(commit.submit(0))
         await asyncio.sleep(0.05)
         rest = [asyncio.ensure_future(commit.submit(i)) for i in range(1, 6)]
@@ -67,3 +67,31 @@ def test_put_many_writes_every_object_and_leaves_no_temp_files(tmp_path: Path) -
     store.put_many([])
     with pytest.raises(Exception, match="invalid blob key"):
         store.put_many([("ok/key", b"1"), ("../escape", b"2")])
+
+
+def test_several_writers_run_batches_at_once() -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def persist(items: Sequence[int]) -> list[int | Exception]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(5)
+        with lock:
+            running -= 1
+        return list(items)
+
+    async def main() -> list[int]:
+        commit: GroupCommit[int, int] = GroupCommit(persist, writers=3)
+        tasks = []
+        for i in range(10):  # arriving one by one while the writers are busy
+            tasks.append(asyncio.ensure_future(commit.submit(i)))
+            await asyncio.sleep(0.02)
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    assert asyncio.run(main()) == list(range(10))
+    assert most == 3
