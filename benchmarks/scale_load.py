@@ -98,7 +98,7 @@ async def wait_tenants(
             pending = [i for ids in wanted.values() for i in ids if _open(seen.get(i))]
             if not pending:
                 break
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)  # one list call per tenant: light on the ingress
     return seen
 
 
