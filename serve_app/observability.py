@@ -151,8 +151,7 @@ class ReplicaMetrics:
             tag_keys=("model",),
         )
         self.max_replicas.set_default_tags({"model": model})
-        if max_replicas is not None:
-            self.max_replicas.set(max_replicas)
+        self._max_replicas = max_replicas
 
     def batch_done(self, record: BatchRecord, audio_s: float, clips_per_window: list[int]) -> None:
         self.batch.observe(record.size)
@@ -166,6 +165,10 @@ class ReplicaMetrics:
 
     def queue_depth(self, depth: int) -> None:
         self.queue.set(depth)
+        if self._max_replicas is not None:
+            # Set with every queue report: a gauge set once in __init__ never reached
+            # the metrics agent (seen in tests/integration/test_prometheus.py).
+            self.max_replicas.set(self._max_replicas)
 
 
 class PhaseObserver(Protocol):
