@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-APT_PACKAGES := espeak-ng sox postgresql redis-server chromium
+APT_PACKAGES := espeak-ng sox postgresql redis-server chromium prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install system-deps lint format unit integration bench bench-quick dashboard-check clean
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 system-deps:  ## Debian packages the tests need (servers are started by the tests)
 	@missing=""; \
-	for cmd in espeak-ng sox redis-server chromium; do command -v $$cmd >/dev/null || missing=1; done; \
+	for cmd in espeak-ng sox redis-server chromium prometheus promtool; do command -v $$cmd >/dev/null || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \

@@ -15,7 +15,7 @@ from serve_app.http.app import build_http_app
 from serve_app.inference.protocol import Placement, ReplicaStats
 from serve_app.jobs.actor import RayTrackerClient, get_or_create_tracker
 from serve_app.jobs.frontend import JobsFrontend
-from serve_app.observability import LiveMetrics, PhaseMetrics
+from serve_app.observability import DeletionMetrics, LiveMetrics, PhaseMetrics
 from serve_app.options import INTERACTIVE_PRIORITY, Caller, TranscribeOptions
 from serve_app.pipeline.clients import ray_clients
 from serve_app.pipeline.priority import lower_cpu_priority
@@ -38,7 +38,7 @@ class Ingress:
         self.jobs: JobsFrontend | None = None
         if config.jobs.enabled:
             tracker = RayTrackerClient(lambda: get_or_create_tracker(config, transcribers))
-            self.jobs = JobsFrontend(config, self.service, tracker)
+            self.jobs = JobsFrontend(config, self.service, tracker, DeletionMetrics())
 
     async def check_health(self) -> None:
         """Serve calls this every few seconds; it also brings back a tracker killed for good."""

@@ -39,7 +39,7 @@ class Transcriber:
             resolve_weights(model.weights_uri, Path(cache_dir), s3),
             device,
             replica_id=serve.get_replica_context().replica_id.unique_id,
-            observer=ReplicaMetrics(model.name),
+            observer=ReplicaMetrics(model.name, model.autoscaling.max_replicas),
         )
         logger.info(
             "Transcriber %s ready on %s/%s (%s), cpu_threads=%d, pid=%d",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -33,25 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from local_ray import free_port, gpu_models  # sibling module: this file runs as a script
+from browser import screenshot  # sibling modules: this file runs as a script
+from local_ray import free_port, gpu_models
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_NAME = "whisper"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-    "--window-size=1600,1000",
-    # Only loopback: every host name fails to resolve; the dashboard is addressed by IP.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
-]
 
 
 def serve_config(cache_dir: str, state_dir: Path, http_port: int) -> dict[str, Any]:
@@ -170,86 +155,6 @@ def serve_api(dashboard: str, timeout_s: float) -> dict[str, Any]:
             return seen
         time.sleep(1)
     return seen
-
-
-class DevTools:
-    """A minimal Chrome DevTools protocol client over one page's websocket."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        ident = self.next_id
-        await self.ws.send_json({"id": ident, "method": method, "params": params})
-        while True:
-            message = await self.ws.receive_json()
-            if message.get("id") == ident:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-
-    async def text(self) -> str:
-        result = await self.call(
-            "Runtime.evaluate", expression="document.body ? document.body.innerText : ''"
-        )
-        return str(result.get("result", {}).get("value", ""))
-
-
-def devtools_port(profile: Path, timeout_s: float) -> int:
-    """Chromium writes the port it picked (--remote-debugging-port=0) into the profile dir."""
-    marker = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if marker.exists() and marker.read_text().strip():
-            return int(marker.read_text().splitlines()[0])
-        time.sleep(0.2)
-    raise RuntimeError("Chromium did not open its DevTools port")
-
-
-async def screenshot(
-    url: str, out: Path, expect: list[str], chromium: str, timeout_s: float
-) -> dict[str, Any]:
-    """Open `url`, wait until its text contains every string in `expect`, save a PNG."""
-    import aiohttp
-
-    profile = Path(tempfile.mkdtemp(prefix="chromium-"))
-    proc = subprocess.Popen(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        port = devtools_port(profile, 60)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/json/list") as response:
-                targets = await response.json()
-            page = next(t for t in targets if t.get("type") == "page")
-            async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                tools = DevTools(ws)
-                await tools.call("Page.enable")
-                await tools.call("Page.navigate", url=url)
-                deadline = time.monotonic() + timeout_s
-                text = ""
-                while time.monotonic() < deadline:
-                    text = await tools.text()
-                    if all(item in text for item in expect):
-                        break
-                    await asyncio.sleep(1)
-                await asyncio.sleep(2)  # let charts and status chips finish rendering
-                shot = await tools.call("Page.captureScreenshot", format="png")
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(base64.b64decode(shot["data"]))
-                text = await tools.text()
-        return {"missing": [item for item in expect if item not in text], "text": text[:4000]}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def main() -> int:

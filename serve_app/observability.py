@@ -8,12 +8,14 @@ registry that would only see one replica. Ray prefixes the names with `ray_`.
 - Ingress (`RequestMetrics`, recorded by `serve_app.http.metrics`): `whisper_http_requests_total`
   and `whisper_http_request_seconds` by route template, method, model and status.
 - Transcriber (`ReplicaMetrics`): batch size, batch seconds, queue wait, RTF, audio seconds,
-  queue depth and clips per window, per model.
+  queue depth, clips per window and the autoscaling ceiling (`whisper_max_replicas`), per model.
 - JobTracker (`JobMetrics`): `whisper_jobs_finished_total` by model and outcome,
   `whisper_webhook_deliveries_total` by outcome (one per attempt), and per tenant
   `whisper_jobs_tenant_queued`, `whisper_jobs_tenant_running`,
   `whisper_jobs_tenant_oldest_queued_seconds` (at most `jobs.metrics_max_tenants` tenant
   labels plus `_other`).
+- JobTracker (sweeps) and Ingress (`DELETE /v1/jobs/{id}`), `DeletionMetrics`:
+  `whisper_retention_deletions_total` by kind (audio, result, job) and reason (expired, purge).
 - Ingress, realtime sessions (`LiveMetrics`, the `LiveObserver` of `serve_app.http.realtime`):
   `whisper_live_sessions` (open now), `whisper_live_completed_seconds` (end of speech, i.e.
   the committed turn, to its `completed` event) and `whisper_live_utterances_total` by outcome.
@@ -104,13 +106,28 @@ class JobMetrics:
         self.tenant_oldest.set(oldest_queued_age_s, tags={"tenant": tenant})
 
 
+class DeletionMetrics:
+    """Deleted audio objects, results and job rows (the `DeletionObserver` of jobs.retention)."""
+
+    def __init__(self) -> None:
+        self.deletions = ray_metrics.Counter(
+            "whisper_retention_deletions_total",
+            description="Audio objects, results and job rows deleted, by kind and reason "
+            "(expired: the retention sweeper; purge: DELETE /v1/jobs/{id}).",
+            tag_keys=("kind", "reason"),
+        )
+
+    def deleted(self, kind: str, reason: str, count: int) -> None:
+        self.deletions.inc(count, tags={"kind": kind, "reason": reason})
+
+
 _BATCH_BOUNDARIES: list[float] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
 
 
 class ReplicaMetrics:
     """One Transcriber replica's batching metrics (the `BatchObserver` it is given)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, max_replicas: int | None = None) -> None:
         def histogram(name: str, description: str, boundaries: list[float]) -> Any:
             metric = serve_metrics.Histogram(
                 name, description=description, boundaries=boundaries, tag_keys=("model",)
@@ -152,6 +169,15 @@ class ReplicaMetrics:
             "whisper_queue_depth", description="Chunks waiting for a batch.", tag_keys=("model",)
         )
         self.queue.set_default_tags({"model": model})
+        # The config's ceiling, so that "replicas at max" can compare Serve's own
+        # ray_serve_autoscaling_target_replicas with it (Serve exports no max).
+        self.max_replicas = serve_metrics.Gauge(
+            "whisper_max_replicas",
+            description="The most replicas autoscaling may start for this model (config).",
+            tag_keys=("model",),
+        )
+        self.max_replicas.set_default_tags({"model": model})
+        self._max_replicas = max_replicas
 
     def batch_done(self, record: BatchRecord, audio_s: float, clips_per_window: list[int]) -> None:
         self.batch.observe(record.size)
@@ -165,6 +191,10 @@ class ReplicaMetrics:
 
     def queue_depth(self, depth: int) -> None:
         self.queue.set(depth)
+        if self._max_replicas is not None:
+            # Set with every queue report: a gauge set once in __init__ never reached
+            # the metrics agent (seen in tests/integration/test_prometheus.py).
+            self.max_replicas.set(self._max_replicas)
 
 
 class PhaseObserver(Protocol):

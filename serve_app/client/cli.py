@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", help="show jobs")
     status.add_argument("job_ids", nargs="*")
 
-    cancel = commands.add_parser("cancel", help="cancel jobs")
+    cancel = commands.add_parser("cancel", help="cancel jobs; delete ended ones with their data")
     cancel.add_argument("job_ids", nargs="+")
 
     keys = commands.add_parser("keys", help="admin: API keys, straight in the job store")
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(_line(job))
                 return 0
             for job_id in args.job_ids:
-                print(_line(client.cancel(job_id)))
+                view = client.cancel(job_id)
+                print(_line(view) if view is not None else f"{job_id}  deleted")
             return 0
         except JobError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -112,8 +112,13 @@ class JobsClient:
         params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
         return _json(self._http.get("/v1/jobs", params=params))["data"]
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        return _json(self._http.delete(f"/v1/jobs/{job_id}"))
+    def cancel(self, job_id: str) -> dict[str, Any] | None:
+        """Cancel a queued or running job (its view comes back); an ended job is deleted
+        with its audio and result (None comes back)."""
+        response = self._http.delete(f"/v1/jobs/{job_id}")
+        if response.status_code == 204:
+            return None
+        return _json(response)
 
     def result(self, job_id: str, fmt: str = "json") -> Any:
         response = self._http.get(f"/v1/jobs/{job_id}/result", params={"format": fmt})

@@ -18,6 +18,7 @@ from serve_app.config.models import (
     ModelConfig,
     PackingSettings,
 )
+from serve_app.config.retention import RetentionConfig, RetentionPolicy
 from serve_app.config.services import (
     AuthConfig,
     IngressConfig,
@@ -45,6 +46,8 @@ __all__ = [
     "RateLimitConfig",
     "RateLimitSettings",
     "RealtimeConfig",
+    "RetentionConfig",
+    "RetentionPolicy",
     "S3Config",
     "ServerVadSettings",
     "StorageConfig",
@@ -69,6 +72,7 @@ class AppConfig(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:

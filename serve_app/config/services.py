@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, model_validator
 
 from serve_app.config.base import _Strict
 
@@ -69,6 +71,11 @@ class JobsConfig(_Strict):
     poll_interval_s: float = Field(1.0, gt=0, description="Queue poll when nothing wakes it.")
     default_priority: int = Field(0, ge=0, le=9, description="Jobs rank below interactive (10).")
     webhook_secret: str | None = Field(None, description="HMAC key for webhook signatures.")
+    webhook_secret_file: str | None = Field(
+        None,
+        description="A file holding the HMAC key instead (e.g. a mounted Kubernetes Secret); "
+        "read when the tracker signs, so a rotated Secret takes effect without a redeploy.",
+    )
     webhook_attempts: int = Field(5, ge=1, le=20)
     webhook_timeout_s: float = Field(10.0, gt=0)
     allow_private_urls: bool = Field(
@@ -95,6 +102,18 @@ class JobsConfig(_Strict):
         "the most queued + running jobs); the rest are summed under tenant='_other'.",
     )
     presign_expires_s: int = Field(900, ge=60, le=7 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> JobsConfig:
+        if self.webhook_secret is not None and self.webhook_secret_file is not None:
+            raise ValueError("set webhook_secret or webhook_secret_file, not both")
+        return self
+
+    def signing_secret(self) -> str | None:
+        """The webhook HMAC key: inline, or read from `webhook_secret_file` now."""
+        if self.webhook_secret_file is None:
+            return self.webhook_secret
+        return Path(self.webhook_secret_file).expanduser().read_text(encoding="utf-8").strip()
 
 
 class AuthConfig(_Strict):

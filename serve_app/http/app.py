@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from serve_app import __version__
+from serve_app.http.docs import docs_router
 from serve_app.http.errors import install_error_handlers
 from serve_app.http.jobs import jobs_router
 from serve_app.http.metrics import install_observability
@@ -35,6 +36,8 @@ def build_http_app(
         title="whisper-serve",
         version=__version__,
         description="OpenAI-compatible speech-to-text on Ray Serve with cross-request batching.",
+        docs_url=None,  # served by http.docs with local assets instead of a CDN
+        redoc_url=None,
     )
     store: JobStore | None = jobs.store if jobs is not None else None
     if config.auth.enabled and store is None:
@@ -50,6 +53,7 @@ def build_http_app(
     install_observability(app, config)  # after add_middleware: outermost, counts refusals
     app.include_router(transcription_router(service, phases))
     app.include_router(health_router(service, config))
+    app.include_router(docs_router(app))
     if config.realtime.enabled:
         app.include_router(realtime_router(service, config.realtime, live))
     if jobs is not None:

@@ -127,10 +127,16 @@ def jobs_router(jobs: JobsFrontend) -> APIRouter:
         return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
     @router.delete(
-        "/jobs/{job_id}", response_model=JobView, responses=ERROR_RESPONSES, summary="Cancel a job"
+        "/jobs/{job_id}",
+        response_model=JobView,
+        responses={**ERROR_RESPONSES, 204: {"description": "Ended job purged: audio, result, row"}},
+        summary="Cancel a queued or running job; delete an ended one with its audio and result",
     )
-    async def cancel_job(job_id: str, access: AccessDep) -> JobView:
-        return await jobs.cancel(access.tenant, job_id)
+    async def delete_job(job_id: str, access: AccessDep) -> Response:
+        view = await jobs.delete(access.tenant, job_id)
+        if view is None:
+            return Response(status_code=204)
+        return JSONResponse(view.as_event())
 
     @router.get(
         "/jobs/{job_id}/events",

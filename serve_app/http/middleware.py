@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.errors import BackendUnavailable, PayloadTooLarge, ServiceError
 from serve_app.http.access import Access
+from serve_app.http.docs import ASSET_PATHS
 from serve_app.http.errors import send_json, send_websocket_denial
 from serve_app.security.keys import Authenticator
 from serve_app.security.ratelimit import RateLimiter
@@ -18,6 +19,7 @@ logger = logging.getLogger("ray.serve")
 # Routes anyone may call (probes and docs); every other path needs a key when auth is on.
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    | ASSET_PATHS
 )
 
 

@@ -28,6 +28,7 @@ from serve_app.errors import (
     UnsupportedMedia,
 )
 from serve_app.jobs.groupcommit import GroupCommit
+from serve_app.jobs.retention import DeletionObserver, Retention
 from serve_app.jobs.tracker import EventBatch, TrackerClient, TrackerUnavailable
 from serve_app.jobs.views import JobList, JobView, QueueView
 from serve_app.options import TranscribeOptions
@@ -72,6 +73,7 @@ class JobsFrontend:
         config: AppConfig,
         service: TranscriptionService,
         tracker: TrackerClient,
+        deletions: DeletionObserver | None = None,
     ) -> None:
         self.config = config
         self.service = service
@@ -83,6 +85,7 @@ class JobsFrontend:
         self._submits: GroupCommit[tuple[NewJob, bytes], tuple[Job, bool]] = GroupCommit(
             self._persist_batch
         )
+        self.retention = Retention(config.retention, self.store, self.blobs, deletions)
 
     def close(self) -> None:
         self.store.close()
@@ -212,13 +215,20 @@ class JobsFrontend:
     async def result(self, tenant: str, job_id: str) -> tuple[Job, TranscriptionResult]:
         """The job and its transcript; Conflict while it has none."""
         job = await self.get(tenant, job_id)
+        if job.status == JobStatus.SUCCEEDED and not job.result_key:
+            raise NotFound(f"the result of job {job_id} was deleted (retention)")
         if job.status != JobStatus.SUCCEEDED or not job.result_key:
             raise Conflict(f"job {job_id} has no result (status {job.status.value})")
         data = await self._store(self.blobs.get, job.result_key)
         return job, TranscriptionResult.from_json(data)
 
-    async def cancel(self, tenant: str, job_id: str) -> JobView:
-        _known_id(job_id)
+    async def delete(self, tenant: str, job_id: str) -> JobView | None:
+        """Cancel a queued or running job (its view comes back); purge an ended one at once:
+        audio, result and row (None comes back, and later reads find nothing)."""
+        job = await self.get(tenant, job_id)
+        if job.status.is_terminal:
+            await self._store(self.retention.purge, job)
+            return None
         job = await self._store(self.store.cancel_job, job_id, tenant)
         if job.status == JobStatus.CANCELLED:
             await self.tracker.cancel(job_id)

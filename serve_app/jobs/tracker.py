@@ -28,6 +28,7 @@ from serve_app.config import AppConfig
 from serve_app.inference.protocol import ModelClient
 from serve_app.jobs.eventlog import JobEventLog
 from serve_app.jobs.fairshare import FairShare, TenantDepth, TenantQueues, tenant_depths
+from serve_app.jobs.retention import DeletionObserver, Retention
 from serve_app.jobs.retry import is_permanent, retry_delay
 from serve_app.jobs.runner import JobRunner, Publish
 from serve_app.jobs.views import JobView
@@ -98,6 +99,7 @@ class JobTracker:
         config: AppConfig,
         models: Mapping[str, ModelClient],
         observer: JobObserver | None = None,
+        deletions: DeletionObserver | None = None,
     ) -> None:
         self.config = config
         self.jobs_config = config.jobs
@@ -114,19 +116,25 @@ class JobTracker:
         self.outcomes: dict[str, int] = {}
         self.observer = observer
         self.fair = FairShare()
+        self.retention = Retention(config.retention, self.store, self.blobs, deletions)
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
         self._depths_at = 0.0
         self._depth_labels: set[str] = set()
 
     def start(self) -> None:
         """Start the queue loop in the running event loop."""
-        self._loop_task = asyncio.get_running_loop().create_task(self._main())
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._main())
+        if self.config.retention.enabled:
+            self._sweep_task = loop.create_task(self._sweep_forever())
         logger.info("JobTracker %s started", self.worker_id)
 
     async def stop(self) -> None:
         """Stop the queue loop and the running jobs (their leases expire and recover)."""
-        tasks = [t for t in (self._loop_task, *self.running.values()) if t is not None]
+        loops = (self._loop_task, self._sweep_task)
+        tasks = [t for t in (*loops, *self.running.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -167,7 +175,24 @@ class JobTracker:
     async def ping(self) -> str:
         return self.worker_id
 
+    async def sweep(self) -> dict[str, int]:
+        """Run one retention sweep now; what it deleted, by kind."""
+        done = await asyncio.to_thread(self.retention.sweep)
+        return dict(done.counts)
+
     # ---- internals -------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        # The first sweep waits one interval: a tracker that restarts in a loop stays cheap.
+        while True:
+            await asyncio.sleep(self.config.retention.sweep_interval_s)
+            try:
+                done = await self.sweep()
+            except Exception:  # a sweep killed halfway is finished by the next one
+                logger.exception("retention sweep failed; retrying next interval")
+                continue
+            if done:
+                logger.info("retention sweep deleted %s", done)
 
     async def _main(self) -> None:
         renewer = asyncio.get_running_loop().create_task(self._renew_leases())
@@ -308,6 +333,11 @@ class JobTracker:
     async def _webhook(self, job: Job) -> None:
         event = {"type": f"job.{job.status.value}", "job": JobView.of(job).as_event()}
         body = json.dumps(event).encode()
+        try:
+            secret = await asyncio.to_thread(self.jobs_config.signing_secret)
+        except OSError:
+            logger.exception("cannot read jobs.webhook_secret_file; webhook of %s not sent", job.id)
+            return
 
         async def record(attempt: DeliveryAttempt) -> None:
             if self.observer is not None:
@@ -334,7 +364,7 @@ class JobTracker:
         await deliver(
             job.webhook_url or "",
             body,
-            self.jobs_config.webhook_secret,
+            secret,
             attempts=self.jobs_config.webhook_attempts,
             timeout_s=self.jobs_config.webhook_timeout_s,
             on_attempt=record,

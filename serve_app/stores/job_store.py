@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from .closeable import Closeable
 from .errors import StoreError
@@ -25,6 +25,9 @@ from .records import (
     TenantQueue,
     WebhookDelivery,
 )
+
+# What a retention sweep deletes: the audio object, the result (object + checkpoints), the row.
+ExpiryKind = Literal["audio", "result", "job"]
 
 _BLOCK_RE = re.compile(r"^-- name: (?P<name>\w+)(?: \((?P<dialect>\w+)\))?\s*$", re.MULTILINE)
 _MIGRATION_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.sql$")
@@ -104,7 +107,37 @@ class JobStore(Closeable):
     def find_succeeded_by_audio(
         self, tenant: str, audio_sha256: str, options_hash: str
     ) -> Job | None:
-        """A finished job of this tenant for the same audio and setup (see `options_hash()`)."""
+        """A finished job of this tenant for the same audio and setup (see `options_hash()`)
+        whose result is still kept."""
+
+    @abc.abstractmethod
+    def find_expired(
+        self,
+        kind: ExpiryKind,
+        cutoff: datetime,
+        limit: int,
+        tenant: str | None = None,
+        exclude_tenants: Sequence[str] = (),
+    ) -> list[Job]:
+        """Ended jobs that ended at or before `cutoff` and still hold what `kind` deletes,
+        oldest first; only `tenant`'s when given, never those of `exclude_tenants`."""
+
+    @abc.abstractmethod
+    def count_audio_references(self, audio_key: str, except_job: str) -> int:
+        """Rows other than `except_job` that still point at this (shared) audio object."""
+
+    @abc.abstractmethod
+    def clear_audio(self, job_id: str) -> bool:
+        """Forget the job's audio key (after its object was deleted); False if no such job."""
+
+    @abc.abstractmethod
+    def clear_result(self, job_id: str) -> bool:
+        """Forget the result key and delete the chunk checkpoints (they hold the text)."""
+
+    @abc.abstractmethod
+    def delete_job(self, job_id: str) -> bool:
+        """Delete an ended job's row with its checkpoints and webhook log; False if there is
+        no such ended job."""
 
     @abc.abstractmethod
     def lease_next(

@@ -9,13 +9,13 @@ both dialects behave the same and tests can pass explicit times.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from .errors import Conflict, NotFound, StoreError
-from .job_store import JobStore, load_migrations
+from .job_store import ExpiryKind, JobStore, load_migrations
 from .records import (
     ApiKey,
     ChunkCheckpoint,
@@ -25,6 +25,7 @@ from .records import (
     Row,
     TenantQueue,
     WebhookDelivery,
+    canonical_json,
     new_id,
     to_utc,
     utcnow,
@@ -156,8 +157,49 @@ class SqlJobStore(JobStore):
     ) -> Job | None:
         params = {"tenant": tenant, "audio_sha256": audio_sha256, "options_hash": options_hash}
         with self._transaction(write=False) as tx:
-            row = self._one(tx, "find_succeeded_by_audio", params)
+            row = self._one(tx, "find_kept_result_by_audio", params)
         return Job.from_row(row) if row is not None else None
+
+    def find_expired(
+        self,
+        kind: ExpiryKind,
+        cutoff: datetime,
+        limit: int,
+        tenant: str | None = None,
+        exclude_tenants: Sequence[str] = (),
+    ) -> list[Job]:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        params = {
+            "kind": kind,
+            "cutoff": to_utc(cutoff),
+            "limit": limit,
+            "tenant": tenant,
+            # JSON text, not a list: both dialects unpack it in SQL (json_each / jsonb).
+            "excluded": canonical_json(sorted(exclude_tenants)),
+        }
+        with self._transaction(write=False) as tx:
+            return [Job.from_row(row) for row in tx.rows("find_expired", params)]
+
+    def count_audio_references(self, audio_key: str, except_job: str) -> int:
+        params = {"audio_key": audio_key, "id": except_job}
+        with self._transaction(write=False) as tx:
+            row = self._one(tx, "count_audio_references", params)
+        return int(row["n"]) if row is not None else 0
+
+    def clear_audio(self, job_id: str) -> bool:
+        with self._transaction() as tx:
+            return self._one(tx, "clear_audio", {"id": job_id, "now": self._now()}) is not None
+
+    def clear_result(self, job_id: str) -> bool:
+        params = {"id": job_id, "now": self._now()}
+        with self._transaction() as tx:
+            tx.rows("delete_checkpoints", params)
+            return self._one(tx, "clear_result", params) is not None
+
+    def delete_job(self, job_id: str) -> bool:
+        with self._transaction() as tx:
+            return self._one(tx, "delete_job", {"id": job_id}) is not None
 
     def lease_next(
         self,

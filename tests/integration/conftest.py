@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +149,28 @@ def transcribe(client: httpx.Client, path: Path, **data: Any) -> httpx.Response:
         return client.post(
             "/v1/audio/transcriptions", files={"file": (path.name, handle)}, data=data
         )
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[dict[str, Any]]:
+    """Loopback receiver that answers 500 to the first POST and 204 afterwards."""
+    state: dict[str, Any] = {"posts": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            return None
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state["posts"] += 1
+            self.send_response(500 if state["posts"] == 1 else 204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

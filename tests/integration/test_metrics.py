@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -54,31 +51,6 @@ def metrics_app(ray_instance: dict, model_cache: Path, tmp_path_factory) -> Iter
     )
     with deployed(config, name, ray_instance["http_url"]) as url:
         yield {"name": name, "url": url, "config": config}
-
-
-@pytest.fixture
-def webhook_receiver() -> Iterator[dict[str, Any]]:
-    """Loopback receiver that answers 500 to the first POST and 204 afterwards."""
-    state: dict[str, Any] = {"posts": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            return None
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state["posts"] += 1
-            self.send_response(500 if state["posts"] == 1 else 204)
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_metrics_endpoint_shows_batching_rtf_requests_jobs_and_webhooks(

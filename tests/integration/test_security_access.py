@@ -176,7 +176,7 @@ def test_cross_tenant_access_matrix(app, keys, data_dir):
         assert alice.get(f"/v1/jobs/{active['id']}").json()["status"] != "cancelled"
         result = alice.get(f"/v1/jobs/{done['id']}/result")
         assert result.status_code == 200 and "hello" in result.json()["text"].lower()
-        assert bob.delete(f"/v1/jobs/{own['id']}").status_code == 200
+        assert bob.delete(f"/v1/jobs/{own['id']}").status_code in (200, 204)  # cancel or purge
 
 
 def test_two_clients_sharing_a_key_get_at_most_the_bucket(app, keys):

@@ -5,7 +5,7 @@ import yaml
 from pydantic import ValidationError
 
 from serve_app.app import transcriber_options
-from serve_app.config import AppConfig, ModelConfig
+from serve_app.config import AppConfig, JobsConfig, ModelConfig
 
 
 def test_defaults_run_without_external_services():
@@ -78,3 +78,22 @@ def test_cpu_threads_follow_cpu_share():
     assert ModelConfig(name="a", num_cpus=0.5).effective_cpu_threads == 1
     assert ModelConfig(name="a", num_cpus=2).effective_cpu_threads == 2
     assert ModelConfig(name="a", num_cpus=0.5, cpu_threads=4).effective_cpu_threads == 4
+
+
+def test_webhook_secret_from_a_file_and_retention_overrides(tmp_path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    jobs = JobsConfig(webhook_secret_file=str(secret))
+    assert jobs.signing_secret() == "s3cret"
+    secret.write_text("rotated")  # read at signing time: a rotated Secret applies at once
+    assert jobs.signing_secret() == "rotated"
+    with pytest.raises(ValidationError):
+        JobsConfig(webhook_secret="a", webhook_secret_file=str(secret))
+
+    retention = AppConfig.model_validate(
+        {"retention": {"result_days": 7, "tenants": {"legal": {"result_days": None}}}}
+    ).retention
+    assert retention.policy_for("acme").result_days == 7
+    assert retention.policy_for("acme").audio_hours == 0
+    legal = retention.policy_for("legal")
+    assert legal.result_days is None and legal.job_days == 90

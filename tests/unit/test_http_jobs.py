@@ -198,8 +198,6 @@ async def test_result_before_success_and_cancel_while_queued(idle_stack, client,
     cancelled = await client.delete(f"/v1/jobs/{job['id']}")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["finished_at"]
-    again = await client.delete(f"/v1/jobs/{job['id']}")
-    assert again.status_code == 200 and again.json()["status"] == "cancelled"
 
     # A restarted tracker runs the next job (FIFO) but not the cancelled one.
     idle_stack.tracker.start()
@@ -211,16 +209,31 @@ async def test_result_before_success_and_cancel_while_queued(idle_stack, client,
     events = await sse_events(client, f"/v1/jobs/{job['id']}/events")
     assert [kind for kind, _ in events] == ["status", "done"]
     assert events[-1][1]["status"] == "cancelled"
+    # A second DELETE finds the job ended: it is deleted outright.
+    assert (await client.delete(f"/v1/jobs/{job['id']}")).status_code == 204
+    assert_error(await client.get(f"/v1/jobs/{job['id']}"), 404, "not_found")
 
 
-async def test_cancel_a_finished_job_changes_nothing(client, data_dir):
+async def test_delete_a_finished_job_purges_it(stack, client, data_dir):
     job = (await submit(client, data_dir / "hello.wav")).json()
     done = await wait_job(client, job["id"])
     assert done["status"] == "succeeded"
-    response = await client.delete(f"/v1/jobs/{job['id']}")
-    assert response.status_code == 200, response.text
-    assert response.json()["status"] == "succeeded" and response.json()["result_available"]
     assert (await client.get(f"/v1/jobs/{job['id']}/result")).status_code == 200
+    row = stack.jobs.store.get_job(job["id"])
+    assert row.audio_key and row.result_key
+    assert stack.jobs.blobs.exists(row.audio_key) and stack.jobs.blobs.exists(row.result_key)
+
+    response = await client.delete(f"/v1/jobs/{job['id']}")
+    assert response.status_code == 204 and response.content == b""
+    assert not stack.jobs.blobs.exists(row.audio_key)
+    assert not stack.jobs.blobs.exists(row.result_key)
+    for path in ("", "/result", "/events"):
+        assert_error(await client.get(f"/v1/jobs/{job['id']}{path}"), 404, "not_found")
+    assert_error(await client.delete(f"/v1/jobs/{job['id']}"), 404, "not_found")
+    # The same audio again is not answered from the purged job: it runs anew.
+    again = await submit(client, data_dir / "hello.wav")
+    assert again.status_code == 202 and again.json()["id"] != job["id"]
+    assert (await wait_job(client, again.json()["id"]))["status"] == "succeeded"
 
 
 async def test_list_pagination(idle_stack, client, data_dir):

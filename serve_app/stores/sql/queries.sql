@@ -240,3 +240,57 @@ WHERE id = (
     LIMIT 1
 )
 RETURNING *;
+
+-- ---- issue 17: retention sweeps, purges (DELETE /v1/jobs/{id}) and dedupe of kept results ----
+
+-- name: find_expired (sqlite)
+-- Ended jobs past `cutoff` that still hold what `kind` deletes (audio, result, or the row).
+-- `excluded` is a JSON array of tenants that have a policy of their own.
+SELECT * FROM jobs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at <= :cutoff
+  AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
+  AND tenant NOT IN (SELECT value FROM json_each(:excluded))
+  AND (CAST(:kind AS TEXT) = 'job'
+       OR (CAST(:kind AS TEXT) = 'audio' AND audio_key IS NOT NULL)
+       OR (CAST(:kind AS TEXT) = 'result' AND (result_key IS NOT NULL
+           OR EXISTS (SELECT 1 FROM chunk_checkpoints c WHERE c.job_id = jobs.id))))
+ORDER BY finished_at, id
+LIMIT :limit;
+
+-- name: find_expired (postgres)
+SELECT * FROM jobs
+WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at <= :cutoff
+  AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
+  AND tenant NOT IN (SELECT jsonb_array_elements_text(CAST(:excluded AS jsonb)))
+  AND (CAST(:kind AS TEXT) = 'job'
+       OR (CAST(:kind AS TEXT) = 'audio' AND audio_key IS NOT NULL)
+       OR (CAST(:kind AS TEXT) = 'result' AND (result_key IS NOT NULL
+           OR EXISTS (SELECT 1 FROM chunk_checkpoints c WHERE c.job_id = jobs.id))))
+ORDER BY finished_at, id
+LIMIT :limit;
+
+-- name: count_audio_references
+SELECT count(*) AS n FROM jobs WHERE audio_key = :audio_key AND id <> :id;
+
+-- name: clear_audio
+UPDATE jobs SET audio_key = NULL, updated_at = :now WHERE id = :id RETURNING id;
+
+-- name: clear_result
+UPDATE jobs SET result_key = NULL, updated_at = :now WHERE id = :id RETURNING id;
+
+-- name: delete_checkpoints
+DELETE FROM chunk_checkpoints WHERE job_id = :id;
+
+-- name: delete_job
+-- Only ended jobs: a queued or running one is cancelled first. Cascades to checkpoints
+-- and webhook deliveries.
+DELETE FROM jobs WHERE id = :id AND status IN ('succeeded', 'failed', 'cancelled')
+RETURNING id;
+
+-- name: find_kept_result_by_audio
+-- Dedupe: like find_succeeded_by_audio, but never a job whose result was deleted.
+SELECT * FROM jobs
+WHERE tenant = :tenant AND audio_sha256 = :audio_sha256 AND options_hash = :options_hash
+  AND status = 'succeeded' AND result_key IS NOT NULL
+ORDER BY finished_at DESC
+LIMIT 1;
