@@ -62,7 +62,7 @@ def jobs_router(jobs: JobsFrontend) -> APIRouter:
         content_type = request.headers.get("content-type", "")
         audio: bytes | None = None
         if content_type.startswith("multipart/form-data"):
-            async with request.form(max_files=1, max_fields=20) as form:
+            async with request.form(max_files=1, max_fields=64) as form:
                 upload = form.get("file")
                 if upload is None or isinstance(upload, str):
                     raise BadRequest("multipart job needs a 'file' part")

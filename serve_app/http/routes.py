@@ -66,7 +66,7 @@ def transcription_router(
             read_s = time.monotonic() - started
             result = await service.transcribe(data, options, Caller(tenant=access.tenant))
         rendering = time.monotonic()
-        body = render(result, form.response_format, form.granularities)
+        body = render(result, form.response_format, form.granularities, logprobs=form.logprobs)
         response: Response
         if isinstance(body, str):
             response = PlainTextResponse(body, media_type=MEDIA_TYPES[form.response_format])

@@ -22,9 +22,10 @@ import numpy as np
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.errors import AudioTooLong, BadRequest, EmptyFile, Overloaded, UnknownModel
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ModelClient, ReplicaInfo
-from serve_app.options import Caller, DecodeOptions, TranscribeOptions
+from serve_app.options import Caller, DecodeOptions, FallbackPolicy, TranscribeOptions
 from serve_app.pipeline.chunking import ChunkPlan, plan_chunks, restore_timestamps
 from serve_app.pipeline.decode import SAMPLE_RATE
+from serve_app.pipeline.fallback import decode_with_fallback
 from serve_app.pipeline.sandbox import DecoderPool
 from serve_app.results import LanguageGuess, Segment, TranscriptionResult
 
@@ -44,6 +45,7 @@ class PreparedAudio:
     language: LanguageGuess
     caller: Caller
     pack: bool = True
+    fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
 
 
@@ -130,7 +132,7 @@ class TranscriptionService:
         try:
             samples = await self._samples(audio)
             clock.lap("decode")
-            plan = await asyncio.to_thread(plan_chunks, samples)
+            plan = await asyncio.to_thread(plan_chunks, samples, options.vad_settings())
             clock.lap("vad")
             if language is None:
                 language = LanguageGuess(decode.language or "en", 1.0)
@@ -146,7 +148,9 @@ class TranscriptionService:
             options=decode.with_language(language.language),
             language=language,
             caller=caller,
-            pack=options.pack,
+            # Packed rows have their own token budget: max_new_tokens decodes alone.
+            pack=options.pack and options.max_new_tokens is None,
+            fallback=options.fallback_policy(),
             timings=clock.laps,
         )
 
@@ -178,7 +182,7 @@ class TranscriptionService:
                     source=self.source,
                     incoming=max(0, first_wave - k - 1) + self._coming(key, prepared.model),
                 )
-                return i, await client.transcribe_chunk(chunk)
+                return i, await decode_with_fallback(client, chunk, prepared.fallback)
 
         tasks = [asyncio.ensure_future(one(k, i)) for k, i in enumerate(wanted)]
         try:
