@@ -58,12 +58,13 @@ class Ingress:
         """Transcribe encoded audio bytes or a 16 kHz mono float32 array.
 
         Options are a `TranscribeOptions`, or its fields as keyword arguments (model, task,
-        language, prompt, temperature, beam_size, word_timestamps, segment_timestamps,
-        pack); `tenant` and `priority` place the chunks in the shared batcher.
+        language, prompt, hotwords, temperature, beam_size, … see the README's field
+        table); a bad value raises `BadRequest` naming the field. `tenant` and `priority`
+        place the chunks in the shared batcher.
         """
         if options is None or fields:
             base = options.model_dump(exclude_unset=True) if options is not None else {}
-            options = TranscribeOptions.model_validate({**base, **fields})
+            options = TranscribeOptions.parse({**base, **fields})
         return await self.service.transcribe(audio, options, Caller(tenant, priority))
 
     async def describe(self) -> Placement:

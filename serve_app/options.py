@@ -12,9 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
-from typing import Literal, get_args
+from collections.abc import Mapping
+from typing import Any, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from serve_app.errors import BadRequest
 
 Task = Literal["transcribe", "translate"]
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
@@ -329,6 +339,18 @@ class TranscribeOptions(BaseModel):
         if not self.vad_filter and isinstance(self.chunking_strategy, ServerVadChunking):
             raise ValueError("chunking_strategy: server_vad needs vad_filter=true")
         return self
+
+    @classmethod
+    def parse(cls, fields: Mapping[str, Any]) -> Self:
+        """Validate handle kwargs or stored fields; a bad value is a 400 naming the field."""
+        try:
+            return cls.model_validate(dict(fields))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+            raise BadRequest(f"invalid options: {problems}") from exc
 
     def decode_options(self) -> DecodeOptions:
         return DecodeOptions(
