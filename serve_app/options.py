@@ -184,6 +184,12 @@ class TranscribeOptions(BaseModel):
         description="Words or phrases the decoder should expect: product names, jargon "
         "(faster-whisper hotwords)",
     )
+    vocabulary: str | None = Field(
+        None,
+        max_length=64,
+        description="Id of one of the tenant's vocabularies (POST /v1/vocabularies): its "
+        "terms are added to hotwords and its spellings rewrite the text and words",
+    )
     temperature: float = Field(
         0.0,
         ge=0.0,
@@ -288,7 +294,9 @@ class TranscribeOptions(BaseModel):
                 data["temperature_fallback"] = list(value[1:])
         return data
 
-    @field_validator("model", "prompt", "hotwords", "chunking_strategy", mode="before")
+    @field_validator(
+        "model", "prompt", "hotwords", "vocabulary", "chunking_strategy", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value

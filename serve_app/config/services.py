@@ -61,6 +61,9 @@ class JobsConfig(_Strict):
     retry_max_s: float = Field(60.0, gt=0, description="Cap on the retry delay.")
     poll_interval_s: float = Field(1.0, gt=0, description="Queue poll when nothing wakes it.")
     default_priority: int = Field(0, ge=0, le=9, description="Jobs rank below interactive (10).")
+    max_vocabularies_per_tenant: int = Field(
+        100, ge=1, le=100_000, description="Vocabularies (POST /v1/vocabularies) a tenant keeps."
+    )
     webhook_secret: str | None = Field(None, description="HMAC key for webhook signatures.")
     webhook_attempts: int = Field(5, ge=1, le=20)
     webhook_timeout_s: float = Field(10.0, gt=0)

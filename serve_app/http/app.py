@@ -11,6 +11,7 @@ from serve_app.http.metrics import install_observability
 from serve_app.http.middleware import AccessMiddleware, UploadLimitMiddleware
 from serve_app.http.realtime import realtime_router
 from serve_app.http.routes import health_router, transcription_router
+from serve_app.http.vocabularies import vocabulary_router
 from serve_app.jobs.frontend import JobsFrontend
 from serve_app.observability import LiveObserver, PhaseObserver
 from serve_app.pipeline.service import TranscriptionService
@@ -54,4 +55,5 @@ def build_http_app(
         app.include_router(realtime_router(service, config.realtime, live))
     if jobs is not None:
         app.include_router(jobs_router(jobs))
+        app.include_router(vocabulary_router(jobs))
     return app

@@ -7,9 +7,9 @@ come from `serve_app.jobs.views`. Internal results are dataclasses (`serve_app.r
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from serve_app.options import ResponseFormat, Task, TranscribeOptions
 
@@ -229,6 +229,53 @@ class JobRequest(TranscribeOptions):
         return TranscribeOptions.model_validate(
             self.model_dump(include=set(TranscribeOptions.model_fields))
         )
+
+
+# ---- /v1/vocabularies (issue 15) ---------------------------------------------------------
+
+Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class CustomSpelling(BaseModel):
+    """Every phrase of `from` (case-insensitive, whole words) is written as `to`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    sources: list[Phrase] = Field(alias="from", min_length=1, max_length=10)
+    to: Phrase
+
+
+class VocabularyCreate(BaseModel):
+    """POST /v1/vocabularies: at most 50 terms (800 characters) and 100 spellings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Phrase
+    terms: list[Phrase] = Field(
+        default_factory=list, max_length=50, description="Decoded as hotwords"
+    )
+    spellings: list[CustomSpelling] = Field(default_factory=list, max_length=100)
+
+    @field_validator("terms")
+    @classmethod
+    def _terms_fit_the_prompt(cls, terms: list[str]) -> list[str]:
+        if sum(len(t) + 1 for t in terms) > 800:
+            raise ValueError("terms may hold at most 800 characters together")
+        return terms
+
+
+class VocabularyView(BaseModel):
+    id: str
+    object: Literal["vocabulary"] = "vocabulary"
+    name: str
+    terms: list[str]
+    spellings: list[CustomSpelling]
+    created_at: datetime
+
+
+class VocabularyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VocabularyView]
 
 
 class UploadTicket(BaseModel):

@@ -7,6 +7,7 @@ so a 202 always names a job that the tracker will run to an end.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ from serve_app.security.netguard import check_url, fetch
 from serve_app.security.ratelimit import rate_limited
 from serve_app.stores import PresignedPost, S3Settings, open_blob_store, open_job_store
 from serve_app.stores import errors as store_errors
-from serve_app.stores.records import Job, JobStatus, NewJob, options_hash
+from serve_app.stores.records import Job, JobStatus, NewJob, Vocabulary, options_hash
 
 logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -77,6 +78,7 @@ class JobsFrontend:
         self.blobs = open_blob_store(
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
         )
+        service.vocabularies = self.store  # requests name vocabularies by id
 
     def close(self) -> None:
         self.store.close()
@@ -260,6 +262,27 @@ class JobsFrontend:
             raise UnsupportedMedia("the content is text, not audio")
         return data
 
+    # ---- vocabularies (issue 15): tenant-scoped, another tenant's is a 404 ------------------
+
+    async def create_vocabulary(
+        self, tenant: str, name: str, terms: builtins.list[str], spellings: builtins.list[dict[str, Any]]
+    ) -> Vocabulary:
+        limit = self.config.jobs.max_vocabularies_per_tenant
+        if len(await self._store(self.store.list_vocabularies, tenant)) >= limit:
+            raise Conflict(f"a tenant may keep at most {limit} vocabularies; delete one first")
+        return await self._store(self.store.create_vocabulary, tenant, name, terms, spellings)
+
+    async def get_vocabulary(self, tenant: str, vocabulary_id: str) -> Vocabulary:
+        _known_id(vocabulary_id, "vocabulary")
+        return await self._store(self.store.get_vocabulary, vocabulary_id, tenant)
+
+    async def list_vocabularies(self, tenant: str) -> builtins.list[Vocabulary]:
+        return await self._store(self.store.list_vocabularies, tenant)
+
+    async def delete_vocabulary(self, tenant: str, vocabulary_id: str) -> None:
+        _known_id(vocabulary_id, "vocabulary")
+        await self._store(self.store.delete_vocabulary, vocabulary_id, tenant)
+
     async def _store(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call in a thread; map store errors to service errors."""
         try:
@@ -272,9 +295,9 @@ class JobsFrontend:
             raise BackendUnavailable(f"storage unavailable: {exc}") from exc
 
 
-def _known_id(job_id: str) -> None:
+def _known_id(job_id: str, what: str = "job") -> None:
     if not _JOB_ID_RE.match(job_id):
-        raise NotFound(f"job {job_id} not found")
+        raise NotFound(f"{what} {job_id} not found")
 
 
 def upload_key(tenant: str, upload_id: str) -> str:

@@ -101,6 +101,7 @@ class JobTracker:
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
         )
         self.service = TranscriptionService(config, models)
+        self.service.vocabularies = self.store
         self.events = JobEventLog()
         self.runner = JobRunner(self.service, self.store, self.blobs, self.worker_id)
         self.running: dict[str, asyncio.Task[None]] = {}

@@ -16,7 +16,16 @@ from typing import Any
 
 from .closeable import Closeable
 from .errors import StoreError
-from .records import ApiKey, ChunkCheckpoint, Job, JobStatus, NewJob, WebhookDelivery
+from .records import (
+    ApiKey,
+    ChunkCheckpoint,
+    Job,
+    JobStatus,
+    NewJob,
+    UsageRecord,
+    Vocabulary,
+    WebhookDelivery,
+)
 
 _BLOCK_RE = re.compile(r"^-- name: (?P<name>\w+)(?: \((?P<dialect>\w+)\))?\s*$", re.MULTILINE)
 _MIGRATION_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.sql$")
@@ -183,3 +192,35 @@ class JobStore(Closeable):
     @abc.abstractmethod
     def list_api_keys(self, tenant: str) -> list[ApiKey]:
         """All keys of a tenant, revoked ones included."""
+
+    # ---- issue 15: vocabularies and usage ----------------------------------------------
+
+    @abc.abstractmethod
+    def create_vocabulary(
+        self, tenant: str, name: str, terms: list[str], spellings: list[dict[str, Any]]
+    ) -> Vocabulary: ...
+
+    @abc.abstractmethod
+    def get_vocabulary(self, vocabulary_id: str, tenant: str) -> Vocabulary:
+        """NotFound also for another tenant's vocabulary."""
+
+    @abc.abstractmethod
+    def list_vocabularies(self, tenant: str) -> list[Vocabulary]: ...
+
+    @abc.abstractmethod
+    def delete_vocabulary(self, vocabulary_id: str, tenant: str) -> None:
+        """NotFound also for another tenant's vocabulary."""
+
+    @abc.abstractmethod
+    def add_usage(
+        self, tenant: str, key_id: str, model: str, source: str, seconds: float, day: str
+    ) -> None:
+        """Add audio seconds to the (tenant, key, UTC day, model, source) counter."""
+
+    @abc.abstractmethod
+    def usage_between(self, tenant: str, from_day: str, to_day: str) -> list[UsageRecord]:
+        """A tenant's counters for days in [from_day, to_day] (YYYY-MM-DD)."""
+
+    @abc.abstractmethod
+    def key_usage_on(self, key_id: str, day: str) -> float:
+        """Audio seconds a key used on one UTC day (all models and sources)."""
