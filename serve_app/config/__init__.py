@@ -29,6 +29,7 @@ from serve_app.config.services import (
     S3Config,
     ServerVadSettings,
     StorageConfig,
+    UsageConfig,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "S3Config",
     "ServerVadSettings",
     "StorageConfig",
+    "UsageConfig",
 ]
 
 
@@ -69,6 +71,7 @@ class AppConfig(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:

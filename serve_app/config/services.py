@@ -115,6 +115,12 @@ class RateLimitSettings(_Strict):
     max_active_jobs: int = Field(
         1000, ge=1, description="Queued plus running jobs of the key's tenant at once."
     )
+    audio_minutes_per_day: float | None = Field(
+        None,
+        gt=0,
+        description="Audio minutes the key may send per UTC day (sync, jobs, live); a request "
+        "that would exceed it gets 429 with Retry-After (the next UTC midnight). Unset: none.",
+    )
 
 
 class RateLimitConfig(_Strict):
@@ -211,4 +217,19 @@ class RealtimeConfig(_Strict):
     )
     vad: ServerVadSettings = Field(
         default_factory=ServerVadSettings, description="Server VAD defaults of new sessions."
+    )
+
+
+class UsageConfig(_Strict):
+    """Usage metering: audio seconds per tenant, key, UTC day, model and source."""
+
+    enabled: bool = Field(
+        True, description="Record usage in the job store (needs jobs or auth for the store)."
+    )
+    metric_tenants: int = Field(
+        20,
+        ge=0,
+        le=10_000,
+        description="Tenants with their own label on whisper_usage_audio_seconds_total; the "
+        'rest share tenant="other" (bounds the label cardinality).',
     )

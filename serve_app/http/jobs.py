@@ -86,6 +86,8 @@ def jobs_router(jobs: JobsFrontend) -> APIRouter:
             metadata=parsed.metadata,
             idempotency_key=idempotency_key,
             max_active_jobs=access.max_active_jobs,
+            key_id=access.principal.key_id,
+            audio_minutes_per_day=access.principal.limits.audio_minutes_per_day,
         )
         async with access.slot():
             view, created = await jobs.submit(submission)

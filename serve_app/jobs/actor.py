@@ -14,7 +14,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import AppConfig
 from serve_app.jobs.tracker import EventBatch, JobTracker, TrackerUnavailable
-from serve_app.observability import JobMetrics
+from serve_app.observability import JobMetrics, UsageMetrics
 from serve_app.pipeline.clients import ray_clients
 
 logger = logging.getLogger("ray.serve")
@@ -24,7 +24,7 @@ class TrackerActor(JobTracker):
     """The actor body: Ray runs async actors' `__init__` inside their event loop."""
 
     def __init__(self, config: AppConfig, handles: dict[str, DeploymentHandle]) -> None:
-        super().__init__(config, ray_clients(handles), JobMetrics())
+        super().__init__(config, ray_clients(handles), JobMetrics(), UsageMetrics())
         self.start()
 
 

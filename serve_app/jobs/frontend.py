@@ -35,6 +35,7 @@ from serve_app.pipeline.service import TranscriptionService
 from serve_app.results import TranscriptionResult
 from serve_app.security.netguard import check_url, fetch
 from serve_app.security.ratelimit import rate_limited
+from serve_app.security.usage import seconds_to_midnight, utc_day
 from serve_app.stores import PresignedPost, S3Settings, open_blob_store, open_job_store
 from serve_app.stores import errors as store_errors
 from serve_app.stores.records import Job, JobStatus, NewJob, Vocabulary, options_hash
@@ -60,6 +61,8 @@ class JobSubmission:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     max_active_jobs: int | None = None  # the key's quota of queued + running jobs
+    key_id: str | None = None  # the API key that submitted it, for usage metering
+    audio_minutes_per_day: float | None = None  # the key's daily audio quota
 
 
 class JobsFrontend:
@@ -97,6 +100,14 @@ class JobsFrontend:
             )
         if sub.max_active_jobs is not None:
             await self._check_active_quota(sub.tenant, sub.max_active_jobs)
+        if sub.audio_minutes_per_day is not None and sub.key_id is not None:
+            # The job's length is known once it is decoded: refuse only a spent quota here.
+            spent = await self._store(self.store.key_usage_on, sub.key_id, utc_day())
+            if spent >= sub.audio_minutes_per_day * 60:
+                raise rate_limited(
+                    f"daily audio quota of {sub.audio_minutes_per_day:g} min is spent",
+                    seconds_to_midnight(),
+                )
         audio = await self._audio(sub)
         sha = hashlib.sha256(audio).hexdigest()
         # The row's model column names the model; options keep what else was asked.
@@ -124,12 +135,12 @@ class JobsFrontend:
             max_attempts=jobs.max_attempts,
         )
         # One thread hop for dedupe, audio object and row: submit latency is mostly these.
-        job, created = await self._store(self._persist, new, audio)
+        job, created = await self._store(self._persist, new, audio, sub.key_id)
         if created:
             await self.tracker.wake()
         return JobView.of(job), created
 
-    def _persist(self, new: NewJob, audio: bytes) -> tuple[Job, bool]:
+    def _persist(self, new: NewJob, audio: bytes, key_id: str | None) -> tuple[Job, bool]:
         """Dedupe, then the audio object, then the row that points at it (blocking)."""
         if new.idempotency_key is None and new.audio_sha256 is not None:
             done = self.store.find_succeeded_by_audio(
@@ -139,7 +150,10 @@ class JobsFrontend:
                 return done, False
         if new.audio_key and not self.blobs.exists(new.audio_key):
             self.blobs.put(new.audio_key, audio)
-        return self.store.create_job(new)
+        job, created = self.store.create_job(new)
+        if created and key_id is not None:
+            self.store.set_job_key(job.id, key_id)
+        return job, created
 
     async def _check_active_quota(self, tenant: str, quota: int) -> None:
         # Counted, not reserved: two submissions racing at the edge may both pass.
@@ -265,7 +279,11 @@ class JobsFrontend:
     # ---- vocabularies (issue 15): tenant-scoped, another tenant's is a 404 ------------------
 
     async def create_vocabulary(
-        self, tenant: str, name: str, terms: builtins.list[str], spellings: builtins.list[dict[str, Any]]
+        self,
+        tenant: str,
+        name: str,
+        terms: builtins.list[str],
+        spellings: builtins.list[dict[str, Any]],
     ) -> Vocabulary:
         limit = self.config.jobs.max_vocabularies_per_tenant
         if len(await self._store(self.store.list_vocabularies, tenant)) >= limit:

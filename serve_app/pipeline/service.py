@@ -116,6 +116,10 @@ class TranscriptionService:
     ) -> TranscriptionResult:
         """Transcribe or translate one audio input; raises ServiceError subclasses."""
         prepared = await self.prepare(audio, options, caller or Caller())
+        return await self.transcribe_prepared(prepared)
+
+    async def transcribe_prepared(self, prepared: PreparedAudio) -> TranscriptionResult:
+        """Decode prepared audio, capped at `limits.request_timeout_s` (`Overloaded`)."""
         try:
             return await asyncio.wait_for(
                 self._transcribe_prepared(prepared),

@@ -360,3 +360,12 @@ class SqlJobStore(JobStore):
         with self._transaction(write=False) as tx:
             row = self._one(tx, "key_usage_on", {"key_id": key_id, "day": day})
         return float(row["seconds"]) if row is not None else 0.0
+
+    def set_job_key(self, job_id: str, key_id: str) -> None:
+        with self._transaction() as tx:
+            tx.rows("set_job_key", {"id": job_id, "key_id": key_id})
+
+    def get_job_key(self, job_id: str) -> str | None:
+        with self._transaction(write=False) as tx:
+            row = self._one(tx, "get_job_key", {"id": job_id})
+        return row["key_id"] if row is not None else None

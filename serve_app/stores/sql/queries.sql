@@ -223,3 +223,9 @@ ORDER BY day, key_id, model, source;
 -- name: key_usage_on
 SELECT COALESCE(SUM(seconds), 0) AS seconds FROM usage_daily
 WHERE key_id = :key_id AND day = :day;
+
+-- name: set_job_key
+UPDATE jobs SET key_id = :key_id WHERE id = :id;
+
+-- name: get_job_key
+SELECT key_id FROM jobs WHERE id = :id;

@@ -19,3 +19,5 @@ CREATE TABLE usage_daily (
     PRIMARY KEY (tenant, key_id, day, model, source)
 );
 CREATE INDEX usage_daily_key_idx ON usage_daily (key_id, day);
+
+ALTER TABLE jobs ADD COLUMN key_id TEXT; -- the API key that submitted the job (usage)
