@@ -26,6 +26,7 @@ from serve_app.errors import (
     NotFound,
     PayloadTooLarge,
     UnsupportedMedia,
+    VocabularyNotFound,
 )
 from serve_app.jobs.tracker import EventBatch, TrackerClient, TrackerUnavailable
 from serve_app.jobs.views import JobList, JobView
@@ -108,6 +109,8 @@ class JobsFrontend:
                     f"daily audio quota of {sub.audio_minutes_per_day:g} min is spent",
                     seconds_to_midnight(),
                 )
+        if sub.options.vocabulary:
+            await self.get_vocabulary(sub.tenant, sub.options.vocabulary)  # 404 before the 202
         audio = await self._audio(sub)
         sha = hashlib.sha256(audio).hexdigest()
         # The row's model column names the model; options keep what else was asked.
@@ -292,7 +295,10 @@ class JobsFrontend:
 
     async def get_vocabulary(self, tenant: str, vocabulary_id: str) -> Vocabulary:
         _known_id(vocabulary_id, "vocabulary")
-        return await self._store(self.store.get_vocabulary, vocabulary_id, tenant)
+        try:
+            return await self._store(self.store.get_vocabulary, vocabulary_id, tenant)
+        except NotFound as exc:
+            raise VocabularyNotFound(exc.message) from exc
 
     async def list_vocabularies(self, tenant: str) -> builtins.list[Vocabulary]:
         return await self._store(self.store.list_vocabularies, tenant)

@@ -25,9 +25,9 @@ from serve_app.errors import (
     BackendUnavailable,
     BadRequest,
     EmptyFile,
-    NotFound,
     Overloaded,
     UnknownModel,
+    VocabularyNotFound,
 )
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ModelClient, ReplicaInfo
 from serve_app.options import Caller, DecodeOptions, FallbackPolicy, TranscribeOptions
@@ -185,7 +185,7 @@ class TranscriptionService:
         try:
             return await asyncio.to_thread(self.vocabularies.get_vocabulary, vocabulary_id, tenant)
         except store_errors.NotFound as exc:
-            raise NotFound(f"vocabulary {vocabulary_id} not found") from exc
+            raise VocabularyNotFound(f"vocabulary {vocabulary_id} not found") from exc
         except store_errors.StoreError as exc:
             raise BackendUnavailable(f"storage unavailable: {exc}") from exc
 
