@@ -15,12 +15,13 @@ from serve_app.http.app import build_http_app
 from serve_app.inference.protocol import Placement, ReplicaStats
 from serve_app.jobs.actor import RayTrackerClient, get_or_create_tracker
 from serve_app.jobs.frontend import JobsFrontend
-from serve_app.observability import DeletionMetrics, LiveMetrics, PhaseMetrics
+from serve_app.observability import DeletionMetrics, LiveMetrics, PhaseMetrics, UsageMetrics
 from serve_app.options import INTERACTIVE_PRIORITY, Caller, TranscribeOptions
 from serve_app.pipeline.clients import ray_clients
 from serve_app.pipeline.priority import lower_cpu_priority
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.results import TranscriptionResult
+from serve_app.security.usage import UsageMeter
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -39,6 +40,9 @@ class Ingress:
         if config.jobs.enabled:
             tracker = RayTrackerClient(lambda: get_or_create_tracker(config, transcribers))
             self.jobs = JobsFrontend(config, self.service, tracker, DeletionMetrics())
+        self.usage = UsageMetrics()
+        store = self.jobs.store if self.jobs is not None else None
+        self.meter = UsageMeter(store, config.usage, self.usage)
 
     async def check_health(self) -> None:
         """Serve calls this every few seconds; it also brings back a tracker killed for good."""
@@ -46,7 +50,7 @@ class Ingress:
             await self.jobs.tracker.check()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_http_app(self.service, self.jobs, PhaseMetrics(), LiveMetrics())
+        return build_http_app(self.service, self.jobs, PhaseMetrics(), LiveMetrics(), self.usage)
 
     async def transcribe(
         self,
@@ -60,13 +64,16 @@ class Ingress:
         """Transcribe encoded audio bytes or a 16 kHz mono float32 array.
 
         Options are a `TranscribeOptions`, or its fields as keyword arguments (model, task,
-        language, prompt, temperature, beam_size, word_timestamps, segment_timestamps,
-        pack); `tenant` and `priority` place the chunks in the shared batcher.
+        language, prompt, hotwords, temperature, beam_size, … see the README's field
+        table); a bad value raises `BadRequest` naming the field. `tenant` and `priority`
+        place the chunks in the shared batcher.
         """
         if options is None or fields:
             base = options.model_dump(exclude_unset=True) if options is not None else {}
-            options = TranscribeOptions.model_validate({**base, **fields})
-        return await self.service.transcribe(audio, options, Caller(tenant, priority))
+            options = TranscribeOptions.parse({**base, **fields})
+        result = await self.service.transcribe(audio, options, Caller(tenant, priority))
+        await self.meter.record(tenant, "handle", result.model, "handle", result.duration)
+        return result
 
     async def describe(self) -> Placement:
         """Where this ingress replica runs: node id and the Ray resources it was given."""

@@ -73,6 +73,12 @@ class NotFound(ServiceError):
     status, code = 404, "not_found"
 
 
+class VocabularyNotFound(NotFound):
+    """The named vocabulary does not exist or is another tenant's (a job cannot recover)."""
+
+    code = "vocabulary_not_found"
+
+
 class Conflict(ServiceError):
     status, code = 409, "conflict"
 

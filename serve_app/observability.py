@@ -253,3 +253,19 @@ class LiveMetrics:
         self.utterances.inc(1, tags={"model": model, "outcome": outcome})
         if outcome == "completed":
             self.latency.observe(seconds, tags={"model": model})
+
+
+class UsageMetrics:
+    """`whisper_usage_audio_seconds_total` by tenant (bounded by usage.metric_tenants), model
+    and source (sync, live, handle in the ingress; job in the tracker)."""
+
+    def __init__(self) -> None:
+        self.seconds = ray_metrics.Counter(
+            "whisper_usage_audio_seconds_total",
+            description="Seconds of audio transcribed, by tenant (the first usage.metric_tenants "
+            "tenants; the rest as other), model and source.",
+            tag_keys=_keys("tenant", "model", "source"),
+        )
+
+    def audio_seconds(self, tenant: str, model: str, source: str, seconds: float) -> None:
+        self.seconds.inc(seconds, tags={"tenant": tenant, "model": model, "source": source})

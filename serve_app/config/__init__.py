@@ -30,6 +30,7 @@ from serve_app.config.services import (
     S3Config,
     ServerVadSettings,
     StorageConfig,
+    UsageConfig,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "S3Config",
     "ServerVadSettings",
     "StorageConfig",
+    "UsageConfig",
 ]
 
 
@@ -73,6 +75,7 @@ class AppConfig(_Strict):
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:

@@ -70,6 +70,9 @@ class JobsConfig(_Strict):
     retry_max_s: float = Field(60.0, gt=0, description="Cap on the retry delay.")
     poll_interval_s: float = Field(1.0, gt=0, description="Queue poll when nothing wakes it.")
     default_priority: int = Field(0, ge=0, le=9, description="Jobs rank below interactive (10).")
+    max_vocabularies_per_tenant: int = Field(
+        100, ge=1, le=100_000, description="Vocabularies (POST /v1/vocabularies) a tenant keeps."
+    )
     webhook_secret: str | None = Field(None, description="HMAC key for webhook signatures.")
     webhook_secret_file: str | None = Field(
         None,
@@ -158,6 +161,12 @@ class RateLimitSettings(_Strict):
         description="Fair-share weight of the key's jobs: while several tenants wait, each "
         "gets job slots in proportion to its weight (a tenant's weight is the largest among "
         "its queued and running jobs). Applies with or without `rate_limit.enabled`.",
+    )
+    audio_minutes_per_day: float | None = Field(
+        None,
+        gt=0,
+        description="Audio minutes the key may send per UTC day (sync, jobs, live); a request "
+        "that would exceed it gets 429 with Retry-After (the next UTC midnight). Unset: none.",
     )
 
 
@@ -263,4 +272,19 @@ class RealtimeConfig(_Strict):
     )
     vad: ServerVadSettings = Field(
         default_factory=ServerVadSettings, description="Server VAD defaults of new sessions."
+    )
+
+
+class UsageConfig(_Strict):
+    """Usage metering: audio seconds per tenant, key, UTC day, model and source."""
+
+    enabled: bool = Field(
+        True, description="Record usage in the job store (needs jobs or auth for the store)."
+    )
+    metric_tenants: int = Field(
+        20,
+        ge=0,
+        le=10_000,
+        description="Tenants with their own label on whisper_usage_audio_seconds_total; the "
+        'rest share tenant="other" (bounds the label cardinality).',
     )

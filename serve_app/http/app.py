@@ -12,11 +12,14 @@ from serve_app.http.metrics import install_observability
 from serve_app.http.middleware import AccessMiddleware, UploadLimitMiddleware
 from serve_app.http.realtime import realtime_router
 from serve_app.http.routes import health_router, transcription_router
+from serve_app.http.usage import usage_router
+from serve_app.http.vocabularies import vocabulary_router
 from serve_app.jobs.frontend import JobsFrontend
 from serve_app.observability import LiveObserver, PhaseObserver
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.security.keys import Authenticator
 from serve_app.security.ratelimit import RateLimiter
+from serve_app.security.usage import UsageMeter, UsageObserver
 from serve_app.stores import JobStore, open_job_store
 
 
@@ -25,6 +28,7 @@ def build_http_app(
     jobs: JobsFrontend | None = None,
     phases: PhaseObserver | None = None,
     live: LiveObserver | None = None,
+    usage: UsageObserver | None = None,
 ) -> FastAPI:
     """The ASGI app served by the ingress deployment (and in-process by `serve_app.testing`).
 
@@ -49,13 +53,18 @@ def build_http_app(
         authenticator=Authenticator(config.auth, config.rate_limit, store),
         limiter=RateLimiter(config.rate_limit, config.storage.redis_url),
     )
+    if store is None and config.usage.enabled:
+        store = open_job_store(config.storage.database_url, migrate=True)
+    meter = UsageMeter(store, config.usage, usage)
     install_error_handlers(app)
     install_observability(app, config)  # after add_middleware: outermost, counts refusals
-    app.include_router(transcription_router(service, phases))
+    app.include_router(transcription_router(service, phases, meter))
+    app.include_router(usage_router(meter))
     app.include_router(health_router(service, config))
     app.include_router(docs_router(app))
     if config.realtime.enabled:
-        app.include_router(realtime_router(service, config.realtime, live))
+        app.include_router(realtime_router(service, config.realtime, live, meter))
     if jobs is not None:
         app.include_router(jobs_router(jobs))
+        app.include_router(vocabulary_router(jobs))
     return app

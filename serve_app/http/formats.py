@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from serve_app.http.schemas import (
+    DurationUsage,
+    TokenLogprob,
     TranscriptionJSON,
     VerboseTranscription,
     WireSegment,
@@ -20,13 +24,23 @@ MEDIA_TYPES: dict[str, str] = {
 
 
 def render(
-    result: TranscriptionResult, fmt: str, granularities: frozenset[str] = frozenset()
+    result: TranscriptionResult,
+    fmt: str,
+    granularities: frozenset[str] = frozenset(),
+    *,
+    logprobs: bool = False,
 ) -> str | TranscriptionJSON | VerboseTranscription:
-    """JSON formats return their wire model, text formats a string."""
+    """JSON formats return their wire model (with `usage`), text formats a string."""
     if fmt == "json":
-        return TranscriptionJSON(text=result.text)
+        return TranscriptionJSON(
+            text=result.text,
+            logprobs=word_logprobs(result) if logprobs else None,
+            usage=usage(result),
+        )
     if fmt == "verbose_json":
-        return verbose_json(result, granularities)
+        body = verbose_json(result, granularities)
+        body.logprobs = word_logprobs(result) if logprobs else None
+        return body
     if fmt == "text":
         return result.text + "\n" if result.text else ""
     if fmt == "srt":
@@ -42,9 +56,11 @@ def verbose_json(
     body = VerboseTranscription(
         task=result.options.task,
         language=result.language,
+        language_probability=round(result.language_probability, 4),
         duration=result.duration,
         text=result.text,
         model=result.model,
+        usage=usage(result),
     )
     if not granularities or "segment" in granularities:
         body.segments = [
@@ -68,6 +84,22 @@ def verbose_json(
             for w in result.words
         ]
     return body
+
+
+def usage(result: TranscriptionResult) -> DurationUsage:
+    """OpenAI's duration usage: the seconds of audio sent (not the speech VAD kept)."""
+    return DurationUsage(seconds=round(result.duration, 3))
+
+
+def word_logprobs(result: TranscriptionResult) -> list[TokenLogprob]:
+    """OpenAI's `logprobs` shape, one entry per word: faster-whisper gives a probability
+    per aligned word, not per token, so a word stands in for a token."""
+    out = []
+    for word in result.words:
+        text = word.word
+        logprob = math.log(word.probability) if word.probability > 0 else -100.0
+        out.append(TokenLogprob(token=text, logprob=round(logprob, 5), bytes=list(text.encode())))
+    return out
 
 
 def format_timestamp(seconds: float, decimal: str) -> str:

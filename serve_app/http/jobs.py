@@ -62,7 +62,7 @@ def jobs_router(jobs: JobsFrontend) -> APIRouter:
         content_type = request.headers.get("content-type", "")
         audio: bytes | None = None
         if content_type.startswith("multipart/form-data"):
-            async with request.form(max_files=1, max_fields=20) as form:
+            async with request.form(max_files=1, max_fields=64) as form:
                 upload = form.get("file")
                 if upload is None or isinstance(upload, str):
                     raise BadRequest("multipart job needs a 'file' part")
@@ -87,6 +87,8 @@ def jobs_router(jobs: JobsFrontend) -> APIRouter:
             idempotency_key=idempotency_key,
             max_active_jobs=access.max_active_jobs,
             weight=access.principal.limits.weight,
+            key_id=access.principal.key_id,
+            audio_minutes_per_day=access.principal.limits.audio_minutes_per_day,
         )
         async with access.slot():
             view, created = await jobs.submit(submission)

@@ -36,10 +36,14 @@ from serve_app.http.realtime_events import ErrorEvent
 from serve_app.http.realtime_session import POLICY_VIOLATION, RealtimeSession
 from serve_app.observability import LiveObserver
 from serve_app.pipeline.service import TranscriptionService
+from serve_app.security.usage import UsageMeter
 
 
 def realtime_router(
-    service: TranscriptionService, config: RealtimeConfig, observer: LiveObserver | None = None
+    service: TranscriptionService,
+    config: RealtimeConfig,
+    observer: LiveObserver | None = None,
+    meter: UsageMeter | None = None,
 ) -> APIRouter:
     """The `/v1/realtime` WebSocket, with a per-key limit on open sessions."""
     router = APIRouter()
@@ -65,7 +69,7 @@ def realtime_router(
         try:
             await websocket.accept()
             session = RealtimeSession(
-                websocket, service, config, access, model=model, observer=observer
+                websocket, service, config, access, model=model, observer=observer, meter=meter
             )
             await session.run()
         finally:

@@ -72,6 +72,7 @@ from serve_app.pipeline.live import (
     Utterance,
 )
 from serve_app.pipeline.service import TranscriptionService, fit_to_model
+from serve_app.security.usage import UsageMeter
 
 logger = logging.getLogger("ray.serve")
 
@@ -93,8 +94,12 @@ class RealtimeSession:
         *,
         model: str | None = None,
         observer: LiveObserver | None = None,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.ws = websocket
+        self.meter = meter
+        self.key_id = access.principal.key_id
+        self.quota = access.principal.limits.audio_minutes_per_day
         self.service = service
         self.config = config
         self.caller = Caller(tenant=access.tenant, priority=LIVE_PRIORITY)
@@ -245,6 +250,8 @@ class RealtimeSession:
         held: list[str] = []  # deltas waiting for the previous turn's events
         try:
             try:
+                if self.meter is not None:
+                    await self.meter.admit(self.key_id, self.quota, utterance.duration)
                 prepared = await self.service.prepare(
                     utterance.samples, settings.options, self.caller
                 )
@@ -263,6 +270,10 @@ class RealtimeSession:
                 )
                 await self.send(completed)
                 outcome = "completed"
+                if self.meter is not None:
+                    await self.meter.record(
+                        self.caller.tenant, self.key_id, prepared.model, "live", utterance.duration
+                    )
             except Exception as exc:  # ServiceErrors, and anything else (logged as internal)
                 if previous is not None:
                     await asyncio.shield(previous)

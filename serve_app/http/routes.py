@@ -28,7 +28,8 @@ from serve_app.http.streaming import SSEResponse, transcript_events
 from serve_app.inference.protocol import ReplicaInfo
 from serve_app.observability import PhaseObserver
 from serve_app.options import Caller, Task, TranscribeOptions
-from serve_app.pipeline.service import TranscriptionService
+from serve_app.pipeline.service import PreparedAudio, TranscriptionService
+from serve_app.security.usage import UsageMeter
 
 FormFile = Annotated[UploadFile, File(description="Audio file (wav, mp3, flac, ogg, m4a…)")]
 FormOptions = Annotated[TranscriptionForm, Form()]
@@ -50,10 +51,30 @@ TRANSCRIPT_RESPONSES: dict[int | str, dict] = {
 
 
 def transcription_router(
-    service: TranscriptionService, observer: PhaseObserver | None = None
+    service: TranscriptionService,
+    observer: PhaseObserver | None = None,
+    meter: UsageMeter | None = None,
 ) -> APIRouter:
     router = APIRouter()
     config = service.config
+    background: set[asyncio.Task[None]] = set()  # usage of finished streams, being written
+
+    async def admit(access: Access, prepared: PreparedAudio) -> None:
+        if meter is not None:
+            limits = access.principal.limits
+            await meter.admit(
+                access.principal.key_id, limits.audio_minutes_per_day, prepared.plan.duration
+            )
+
+    async def record(access: Access, prepared: PreparedAudio) -> None:
+        if meter is not None:
+            await meter.record(
+                access.tenant,
+                access.principal.key_id,
+                prepared.model,
+                "sync",
+                prepared.plan.duration,
+            )
 
     async def run(access: AccessDep, task: Task, file: UploadFile, form: TranscriptionForm):
         options = form.options(task)
@@ -64,9 +85,12 @@ def transcription_router(
         async with access.slot():
             data = await file.read()
             read_s = time.monotonic() - started
-            result = await service.transcribe(data, options, Caller(tenant=access.tenant))
+            prepared = await service.prepare(data, options, Caller(tenant=access.tenant))
+            await admit(access, prepared)
+            result = await service.transcribe_prepared(prepared)
+        await record(access, prepared)
         rendering = time.monotonic()
-        body = render(result, form.response_format, form.granularities)
+        body = render(result, form.response_format, form.granularities, logprobs=form.logprobs)
         response: Response
         if isinstance(body, str):
             response = PlainTextResponse(body, media_type=MEDIA_TYPES[form.response_format])
@@ -93,12 +117,17 @@ def transcription_router(
             data = await file.read()
             read_s = time.monotonic() - started
             prepared = await service.prepare(data, options, Caller(tenant=access.tenant))
+            await admit(access, prepared)
         except BaseException:
             await held.aclose()
             raise
         phases = {"read": read_s, **prepared.timings}
 
         def finished() -> None:
+            if meter is not None:
+                recording = asyncio.get_running_loop().create_task(record(access, prepared))
+                background.add(recording)
+                recording.add_done_callback(background.discard)
             if observer is not None:
                 total = time.monotonic() - started
                 observer.request_phases(prepared.model, {**phases, "total": total})

@@ -7,14 +7,15 @@ come from `serve_app.jobs.views`. Internal results are dataclasses (`serve_app.r
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from serve_app.errors import BadRequest
 from serve_app.options import ResponseFormat, Task, TranscribeOptions
 
 Granularity = Literal["word", "segment"]
+Include = Literal["logprobs"]
+LOGPROB_FORMATS = frozenset({"json", "verbose_json"})
 # Formats that show segment times, so their decode needs timestamp tokens.
 TIMESTAMPED_FORMATS = frozenset({"srt", "vtt", "verbose_json"})
 
@@ -28,10 +29,27 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class DurationUsage(BaseModel):
+    """Usage of a transcription billed by audio length."""
+
+    type: Literal["duration"] = "duration"
+    seconds: float = Field(description="Seconds of audio in the request.")
+
+
+class TokenLogprob(BaseModel):
+    """`include[]=logprobs`: one entry per word (faster-whisper's word probability)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
 class TranscriptionJSON(BaseModel):
     """`response_format=json`."""
 
     text: str
+    logprobs: list[TokenLogprob] | None = None
+    usage: DurationUsage | None = None
 
 
 class WireWord(BaseModel):
@@ -59,11 +77,16 @@ class VerboseTranscription(BaseModel):
 
     task: Literal["transcribe", "translate"]
     language: str
+    language_probability: float | None = Field(
+        None, description="Probability of the detected language (1.0 when it was given)"
+    )
     duration: float
     text: str
     model: str | None = None
     segments: list[WireSegment] | None = None
     words: list[WireWord] | None = None
+    logprobs: list[TokenLogprob] | None = None
+    usage: DurationUsage | None = None
 
 
 class ModelCard(BaseModel):
@@ -102,22 +125,34 @@ class TranscriptionForm(TranscribeOptions):
     timestamp_granularities: list[Granularity] | None = Field(
         None,
         alias="timestamp_granularities[]",
-        description="word and/or segment; needs response_format=verbose_json",
+        description="word and/or segment; only verbose_json carries timestamps, other formats "
+        "ignore the field (as OpenAI does)",
+    )
+    include: list[Include] | None = Field(
+        None,
+        alias="include[]",
+        description="logprobs: per-word log probabilities in json and verbose_json",
     )
 
     @property
     def granularities(self) -> frozenset[str]:
+        """The granularities that apply: only verbose_json carries timestamps."""
+        if self.response_format != "verbose_json":
+            return frozenset()
         return frozenset(self.timestamp_granularities or ())
+
+    @property
+    def logprobs(self) -> bool:
+        return "logprobs" in (self.include or ()) and self.response_format in LOGPROB_FORMATS
 
     def options(self, task: Task) -> TranscribeOptions:
         """The transcription options this form asks for (timestamps follow the format)."""
         grains = self.granularities
-        if grains and self.response_format != "verbose_json":
-            raise BadRequest("timestamp_granularities requires response_format=verbose_json")
         fields = self.model_dump(include=set(TranscribeOptions.model_fields))
         fields.update(
             task=task,
-            word_timestamps=self.word_timestamps or "word" in grains,
+            # Word probabilities come from the word alignment.
+            word_timestamps=self.word_timestamps or "word" in grains or self.logprobs,
             segment_timestamps=self.response_format in TIMESTAMPED_FORMATS,
         )
         return TranscribeOptions.model_validate(fields)
@@ -126,13 +161,6 @@ class TranscriptionForm(TranscribeOptions):
 # ---- stream=true: server-sent events (OpenAI's transcript.text.* shapes) -------------------
 
 STREAM_FORMATS = frozenset({"json", "text", "verbose_json"})
-
-
-class DurationUsage(BaseModel):
-    """Usage of a transcription billed by audio length."""
-
-    type: Literal["duration"] = "duration"
-    seconds: float = Field(description="Seconds of audio in the request.")
 
 
 class TranscriptTextDelta(BaseModel):
@@ -201,6 +229,53 @@ class JobRequest(TranscribeOptions):
         return TranscribeOptions.model_validate(
             self.model_dump(include=set(TranscribeOptions.model_fields))
         )
+
+
+# ---- /v1/vocabularies (issue 15) ---------------------------------------------------------
+
+Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class CustomSpelling(BaseModel):
+    """Every phrase of `from` (case-insensitive, whole words) is written as `to`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    sources: list[Phrase] = Field(alias="from", min_length=1, max_length=10)
+    to: Phrase
+
+
+class VocabularyCreate(BaseModel):
+    """POST /v1/vocabularies: at most 50 terms (800 characters) and 100 spellings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Phrase
+    terms: list[Phrase] = Field(
+        default_factory=list, max_length=50, description="Decoded as hotwords"
+    )
+    spellings: list[CustomSpelling] = Field(default_factory=list, max_length=100)
+
+    @field_validator("terms")
+    @classmethod
+    def _terms_fit_the_prompt(cls, terms: list[str]) -> list[str]:
+        if sum(len(t) + 1 for t in terms) > 800:
+            raise ValueError("terms may hold at most 800 characters together")
+        return terms
+
+
+class VocabularyView(BaseModel):
+    id: str
+    object: Literal["vocabulary"] = "vocabulary"
+    name: str
+    terms: list[str]
+    spellings: list[CustomSpelling]
+    created_at: datetime
+
+
+class VocabularyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VocabularyView]
 
 
 class UploadTicket(BaseModel):

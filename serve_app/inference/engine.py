@@ -19,6 +19,7 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
+from serve_app.errors import BadRequest
 from serve_app.inference.packing import N_FRAMES, Window, WindowPacker, to_numpy
 from serve_app.inference.protocol import ChunkRequest
 from serve_app.options import DecodeOptions
@@ -187,26 +188,27 @@ class WhisperEngine:
     def _transcription_options(
         self, opts: DecodeOptions, tokenizer: Tokenizer
     ) -> TranscriptionOptions:
-        # Same values BatchedInferencePipeline.transcribe() builds from its defaults.
+        # What BatchedInferencePipeline.transcribe() builds from the same arguments.
+        suppress = list(opts.suppress_tokens)
         return TranscriptionOptions(
             beam_size=opts.beam_size,
             best_of=5,
-            patience=1,
-            length_penalty=1,
-            repetition_penalty=1,
-            no_repeat_ngram_size=0,
+            patience=opts.patience,
+            length_penalty=opts.length_penalty,
+            repetition_penalty=opts.repetition_penalty,
+            no_repeat_ngram_size=opts.no_repeat_ngram_size,
             log_prob_threshold=-1.0,
             no_speech_threshold=0.6,
             compression_ratio_threshold=2.4,
             temperatures=[opts.temperature],
             initial_prompt=opts.initial_prompt,
             prefix=None,
-            suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            suppress_blank=opts.suppress_blank,
+            suppress_tokens=get_suppressed_tokens(tokenizer, suppress) if suppress else suppress,
             prepend_punctuations=_PREPEND_PUNCTUATIONS,
             append_punctuations=_APPEND_PUNCTUATIONS,
-            max_new_tokens=None,
-            hotwords=None,
+            max_new_tokens=self._max_new_tokens(opts, tokenizer),
+            hotwords=opts.hotwords,
             word_timestamps=opts.word_timestamps,
             hallucination_silence_threshold=None,
             condition_on_previous_text=False,
@@ -216,6 +218,31 @@ class WhisperEngine:
             without_timestamps=opts.without_timestamps,
             max_initial_timestamp=0.0,
         )
+
+    def _max_new_tokens(self, opts: DecodeOptions, tokenizer: Tokenizer) -> int | None:
+        """`max_new_tokens`, capped so that the prompt plus the new tokens fit the model.
+
+        faster-whisper raises instead; the cap only differs from it where it would fail.
+        A prompt that leaves no room at all is the caller's error (every chunk of the
+        batch shares it).
+        """
+        prompt = self.model.get_prompt(
+            tokenizer,
+            previous_tokens=(
+                tokenizer.encode(opts.initial_prompt) if opts.initial_prompt is not None else []
+            ),
+            without_timestamps=opts.without_timestamps,
+            hotwords=opts.hotwords,
+        )
+        room = self.model.max_length - len(prompt)
+        if room < 8:
+            raise BadRequest(
+                f"prompt and hotwords take {len(prompt)} of the model's "
+                f"{self.model.max_length} tokens; shorten them"
+            )
+        if opts.max_new_tokens is None:
+            return None
+        return min(opts.max_new_tokens, room)
 
     @staticmethod
     def _segments(chunk_output: list[dict], opts: DecodeOptions) -> list[Segment]:

@@ -14,7 +14,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import AppConfig
 from serve_app.jobs.tracker import EventBatch, JobTracker, TrackerUnavailable
-from serve_app.observability import DeletionMetrics, JobMetrics
+from serve_app.observability import DeletionMetrics, JobMetrics, UsageMetrics
 from serve_app.pipeline.clients import ray_clients
 from serve_app.pipeline.priority import lower_cpu_priority
 
@@ -26,7 +26,9 @@ class TrackerActor(JobTracker):
 
     def __init__(self, config: AppConfig, handles: dict[str, DeploymentHandle]) -> None:
         lower_cpu_priority(config.jobs.tracker_nice)
-        super().__init__(config, ray_clients(handles), JobMetrics(), DeletionMetrics())
+        super().__init__(
+            config, ray_clients(handles), JobMetrics(), DeletionMetrics(), UsageMetrics()
+        )
         self.start()
 
 

@@ -8,6 +8,7 @@ made durable together (`jobs.groupcommit`): one thread hop and one round of fsyn
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from serve_app.errors import (
     NotFound,
     PayloadTooLarge,
     UnsupportedMedia,
+    VocabularyNotFound,
 )
 from serve_app.jobs.groupcommit import GroupCommit
 from serve_app.jobs.retention import DeletionObserver, Retention
@@ -37,11 +39,15 @@ from serve_app.pipeline.service import TranscriptionService
 from serve_app.results import TranscriptionResult
 from serve_app.security.netguard import check_url, fetch
 from serve_app.security.ratelimit import rate_limited
+from serve_app.security.usage import seconds_to_midnight, utc_day
 from serve_app.stores import PresignedPost, S3Settings, open_blob_store, open_job_store
 from serve_app.stores import errors as store_errors
-from serve_app.stores.records import Job, JobStatus, NewJob, options_hash, utcnow
+from serve_app.stores.records import Job, JobStatus, NewJob, Vocabulary, options_hash, utcnow
 
 logger = logging.getLogger("ray.serve")
+
+# One submit in a group commit: the new row, its audio, the API key that sent it.
+_Submit = tuple[NewJob, bytes, str | None]
 T = TypeVar("T")
 KEEPALIVE = "keep-alive"  # an event name the SSE route renders as a comment line
 # Job ids are generated hex; anything else cannot name a job (and Postgres refuses NULs).
@@ -63,6 +69,8 @@ class JobSubmission:
     idempotency_key: str | None = None
     max_active_jobs: int | None = None  # the key's quota of queued + running jobs
     weight: float = 1.0  # the key's fair-share weight
+    key_id: str | None = None  # the API key that submitted it, for usage metering
+    audio_minutes_per_day: float | None = None  # the key's daily audio quota
 
 
 class JobsFrontend:
@@ -82,10 +90,9 @@ class JobsFrontend:
         self.blobs = open_blob_store(
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
         )
-        self._submits: GroupCommit[tuple[NewJob, bytes], tuple[Job, bool]] = GroupCommit(
-            self._persist_batch
-        )
+        self._submits: GroupCommit[_Submit, tuple[Job, bool]] = GroupCommit(self._persist_batch)
         self.retention = Retention(config.retention, self.store, self.blobs, deletions)
+        service.vocabularies = self.store  # requests name vocabularies by id
 
     def close(self) -> None:
         self.store.close()
@@ -104,6 +111,16 @@ class JobsFrontend:
             )
         if sub.max_active_jobs is not None:
             await self._check_active_quota(sub.tenant, sub.max_active_jobs)
+        if sub.audio_minutes_per_day is not None and sub.key_id is not None:
+            # The job's length is known once it is decoded: refuse only a spent quota here.
+            spent = await self._store(self.store.key_usage_on, sub.key_id, utc_day())
+            if spent >= sub.audio_minutes_per_day * 60:
+                raise rate_limited(
+                    f"daily audio quota of {sub.audio_minutes_per_day:g} min is spent",
+                    seconds_to_midnight(),
+                )
+        if sub.options.vocabulary:
+            await self.get_vocabulary(sub.tenant, sub.options.vocabulary)  # 404 before the 202
         audio = await self._audio(sub)
         sha = hashlib.sha256(audio).hexdigest()
         # The row's model column names the model; options keep what else was asked.
@@ -133,22 +150,20 @@ class JobsFrontend:
         )
         # Concurrent submits share one thread hop and one round of fsyncs (group commit).
         try:
-            job, created = await self._submits.submit((new, audio))
+            job, created = await self._submits.submit((new, audio, sub.key_id))
         except store_errors.StoreError as exc:
             raise _service_error(exc) from exc
         if created:
             await self.tracker.wake()
         return JobView.of(job), created
 
-    def _persist_batch(
-        self, batch: Sequence[tuple[NewJob, bytes]]
-    ) -> list[tuple[Job, bool] | Exception]:
+    def _persist_batch(self, batch: Sequence[_Submit]) -> list[tuple[Job, bool] | Exception]:
         """Per submit: dedupe, then the audio objects (synced together), then each row that
         points at one (blocking). A failed audio write fails every submit that needed it."""
         results: list[tuple[Job, bool] | Exception | None] = [None] * len(batch)
         audio: dict[str, bytes] = {}
         rows: list[int] = []
-        for i, (new, data) in enumerate(batch):
+        for i, (new, data, _key) in enumerate(batch):
             try:
                 if new.idempotency_key is None and new.audio_sha256 is not None:
                     done = self.store.find_succeeded_by_audio(
@@ -168,8 +183,12 @@ class JobsFrontend:
         except Exception as exc:
             rows, results = [], [exc if i in rows else r for i, r in enumerate(results)]
         for i in rows:
+            new, _data, key_id = batch[i]
             try:
-                results[i] = self.store.create_job(batch[i][0])
+                job, created = self.store.create_job(new)
+                if created and key_id is not None:
+                    self.store.set_job_key(job.id, key_id)
+                results[i] = (job, created)
             except Exception as exc:
                 results[i] = exc
         return [r if r is not None else RuntimeError("submit not persisted") for r in results]
@@ -310,6 +329,34 @@ class JobsFrontend:
             raise UnsupportedMedia("the content is text, not audio")
         return data
 
+    # ---- vocabularies (issue 15): tenant-scoped, another tenant's is a 404 ------------------
+
+    async def create_vocabulary(
+        self,
+        tenant: str,
+        name: str,
+        terms: builtins.list[str],
+        spellings: builtins.list[dict[str, Any]],
+    ) -> Vocabulary:
+        limit = self.config.jobs.max_vocabularies_per_tenant
+        if len(await self._store(self.store.list_vocabularies, tenant)) >= limit:
+            raise Conflict(f"a tenant may keep at most {limit} vocabularies; delete one first")
+        return await self._store(self.store.create_vocabulary, tenant, name, terms, spellings)
+
+    async def get_vocabulary(self, tenant: str, vocabulary_id: str) -> Vocabulary:
+        _known_id(vocabulary_id, "vocabulary")
+        try:
+            return await self._store(self.store.get_vocabulary, vocabulary_id, tenant)
+        except NotFound as exc:
+            raise VocabularyNotFound(exc.message) from exc
+
+    async def list_vocabularies(self, tenant: str) -> builtins.list[Vocabulary]:
+        return await self._store(self.store.list_vocabularies, tenant)
+
+    async def delete_vocabulary(self, tenant: str, vocabulary_id: str) -> None:
+        _known_id(vocabulary_id, "vocabulary")
+        await self._store(self.store.delete_vocabulary, vocabulary_id, tenant)
+
     async def _store(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call in a thread; map store errors to service errors."""
         try:
@@ -329,9 +376,9 @@ def _service_error(exc: store_errors.StoreError) -> Exception:
     return exc
 
 
-def _known_id(job_id: str) -> None:
+def _known_id(job_id: str, what: str = "job") -> None:
     if not _JOB_ID_RE.match(job_id):
-        raise NotFound(f"job {job_id} not found")
+        raise NotFound(f"{what} {job_id} not found")
 
 
 def upload_key(tenant: str, upload_id: str) -> str:

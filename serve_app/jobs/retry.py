@@ -13,6 +13,7 @@ PERMANENT_CODES = frozenset(
         "bad_request",
         "empty_file",
         "model_not_found",
+        "vocabulary_not_found",
         "payload_too_large",
         "audio_too_long",
         "unsupported_media_type",

@@ -65,6 +65,7 @@ class JobRunner:
         self.worker_id = worker_id
         self.chunks_computed = 0
         self.duplicate_checkpoints = 0
+        self.durations: dict[str, float] = {}  # job id -> audio seconds, until metered
 
     async def run(self, job: Job, publish: Publish) -> str:
         """Process `job` to completion; returns the result key. Raises on failure."""
@@ -119,6 +120,7 @@ class JobRunner:
         self, job: Job, prepared: PreparedAudio, results: dict[int, ChunkResult]
     ) -> str:
         transcript = self.service.assemble(prepared, results)
+        self.durations[job.id] = prepared.plan.duration
         body = transcript.to_json()
         key = result_key(job.id)
         # The object first: a row never points at a result that is not there.

@@ -35,6 +35,7 @@ from serve_app.jobs.views import JobView
 from serve_app.jobs.webhooks import DeliveryAttempt, deliver
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.security.netguard import check_url
+from serve_app.security.usage import UsageMeter, UsageObserver
 from serve_app.stores import S3Settings, open_blob_store, open_job_store
 from serve_app.stores.records import Job, JobStatus, utcnow
 
@@ -100,6 +101,7 @@ class JobTracker:
         models: Mapping[str, ModelClient],
         observer: JobObserver | None = None,
         deletions: DeletionObserver | None = None,
+        usage: UsageObserver | None = None,
     ) -> None:
         self.config = config
         self.jobs_config = config.jobs
@@ -110,8 +112,10 @@ class JobTracker:
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
         )
         self.service = TranscriptionService(config, models)
+        self.service.vocabularies = self.store
         self.events = JobEventLog()
         self.runner = JobRunner(self.service, self.store, self.blobs, self.worker_id)
+        self.meter = UsageMeter(self.store, config.usage, usage)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.outcomes: dict[str, int] = {}
         self.observer = observer
@@ -293,7 +297,11 @@ class JobTracker:
             await self._failed(job, exc, publish)
             return
         finished = await asyncio.to_thread(self.store.complete_job, job.id, self.worker_id, key)
+        seconds = self.runner.durations.pop(job.id, 0.0)
         if finished is not None:
+            # Metered once, by the worker whose completion counted.
+            key_id = await asyncio.to_thread(self.store.get_job_key, job.id)
+            await self.meter.record(job.tenant, key_id or "-", job.model, "job", seconds)
             await self._terminal(finished, publish)
 
     async def _failed(self, job: Job, exc: Exception, publish: Publish) -> None:

@@ -16,10 +16,12 @@ from faster_whisper.vad import (
     get_speech_timestamps,
 )
 
+from serve_app.options import VadSettings
 from serve_app.pipeline.decode import SAMPLE_RATE
 from serve_app.results import Segment, Word
 
 CHUNK_LENGTH_S = 30
+DEFAULT_VAD = VadSettings()  # BatchedInferencePipeline's: min_silence_duration_ms=160
 
 
 @dataclass
@@ -36,11 +38,27 @@ class ChunkPlan:
         return sum(ts["end"] - ts["start"] for ts in self.speech_timestamps) / SAMPLE_RATE
 
 
-def plan_chunks(samples: np.ndarray) -> ChunkPlan:
-    """Cut audio into ≤30 s speech chunks exactly as `BatchedInferencePipeline` does."""
-    vad = VadOptions(max_speech_duration_s=CHUNK_LENGTH_S, min_silence_duration_ms=160)
-    speech = get_speech_timestamps(samples, vad)
+def plan_chunks(samples: np.ndarray, vad: VadSettings | None = DEFAULT_VAD) -> ChunkPlan:
+    """Cut audio into ≤30 s speech chunks exactly as `BatchedInferencePipeline` does.
+
+    `vad=None` (`vad_filter=false`) cuts fixed 30 s windows; faster-whisper takes the
+    whole clip when it is shorter than 30 s and refuses longer ones.
+    """
     duration = samples.shape[0] / SAMPLE_RATE
+    if vad is None:
+        step = CHUNK_LENGTH_S * SAMPLE_RATE
+        speech = [
+            {"start": start, "end": min(start + step, samples.shape[0])}
+            for start in range(0, samples.shape[0], step)
+        ]
+    else:
+        options = VadOptions(
+            threshold=vad.threshold,
+            max_speech_duration_s=CHUNK_LENGTH_S,
+            min_silence_duration_ms=vad.min_silence_duration_ms,
+            speech_pad_ms=vad.speech_pad_ms,
+        )
+        speech = get_speech_timestamps(samples, options)
     if not speech:
         return ChunkPlan(chunks=[], metadata=[], speech_timestamps=[], duration=duration)
     chunks, metadata = collect_chunks(samples, speech, max_duration=CHUNK_LENGTH_S)

@@ -15,18 +15,30 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
 from serve_app.config import AppConfig, ModelConfig
-from serve_app.errors import AudioTooLong, BadRequest, EmptyFile, Overloaded, UnknownModel
+from serve_app.errors import (
+    AudioTooLong,
+    BackendUnavailable,
+    BadRequest,
+    EmptyFile,
+    Overloaded,
+    UnknownModel,
+    VocabularyNotFound,
+)
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ModelClient, ReplicaInfo
-from serve_app.options import Caller, DecodeOptions, TranscribeOptions
+from serve_app.options import Caller, DecodeOptions, FallbackPolicy, TranscribeOptions
 from serve_app.pipeline.chunking import ChunkPlan, plan_chunks, restore_timestamps
 from serve_app.pipeline.decode import SAMPLE_RATE
+from serve_app.pipeline.fallback import decode_with_fallback
 from serve_app.pipeline.sandbox import DecoderPool
+from serve_app.pipeline.vocabulary import VocabularySource, apply_spellings, hotwords_with
 from serve_app.results import LanguageGuess, Segment, TranscriptionResult
+from serve_app.stores import errors as store_errors
+from serve_app.stores.records import Vocabulary
 
 logger = logging.getLogger("ray.serve")
 
@@ -44,6 +56,8 @@ class PreparedAudio:
     language: LanguageGuess
     caller: Caller
     pack: bool = True
+    fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
+    spellings: list[dict[str, Any]] = field(default_factory=list)  # from the vocabulary
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
 
 
@@ -78,6 +92,8 @@ class TranscriptionService:
         self._decoder = DecoderPool(
             config.limits.decode_workers, config.limits.decode_max_memory_mb
         )
+        # Where `vocabulary` ids are looked up: the job store, set by its owner.
+        self.vocabularies: VocabularySource | None = None
 
     def close(self) -> None:
         """Stop the decode child processes."""
@@ -100,6 +116,10 @@ class TranscriptionService:
     ) -> TranscriptionResult:
         """Transcribe or translate one audio input; raises ServiceError subclasses."""
         prepared = await self.prepare(audio, options, caller or Caller())
+        return await self.transcribe_prepared(prepared)
+
+    async def transcribe_prepared(self, prepared: PreparedAudio) -> TranscriptionResult:
+        """Decode prepared audio, capped at `limits.request_timeout_s` (`Overloaded`)."""
         try:
             return await asyncio.wait_for(
                 self._transcribe_prepared(prepared),
@@ -123,6 +143,12 @@ class TranscriptionService:
         `language` skips detection (a resumed job reuses what its first run detected).
         """
         model = self.resolve_model(options.model)
+        spellings: list[dict[str, Any]] = []
+        if options.vocabulary:
+            vocabulary = await self._vocabulary(options.vocabulary, caller.tenant)
+            hotwords = hotwords_with(vocabulary.terms, options.hotwords)
+            options = options.model_copy(update={"hotwords": hotwords})
+            spellings = vocabulary.spellings
         decode = fit_to_model(options.decode_options(), await self.model_info(model.name))
         clock = _Clock()
         pending = decode.batch_key() if decode.language else f"*{model.name}"
@@ -130,7 +156,7 @@ class TranscriptionService:
         try:
             samples = await self._samples(audio)
             clock.lap("decode")
-            plan = await asyncio.to_thread(plan_chunks, samples)
+            plan = await asyncio.to_thread(plan_chunks, samples, options.vad_settings())
             clock.lap("vad")
             if language is None:
                 language = LanguageGuess(decode.language or "en", 1.0)
@@ -146,9 +172,22 @@ class TranscriptionService:
             options=decode.with_language(language.language),
             language=language,
             caller=caller,
-            pack=options.pack,
+            # Packed rows have their own token budget: max_new_tokens decodes alone.
+            pack=options.pack and options.max_new_tokens is None,
+            fallback=options.fallback_policy(),
+            spellings=spellings,
             timings=clock.laps,
         )
+
+    async def _vocabulary(self, vocabulary_id: str, tenant: str) -> Vocabulary:
+        if self.vocabularies is None:
+            raise BadRequest("vocabulary needs the job store (jobs.enabled)")
+        try:
+            return await asyncio.to_thread(self.vocabularies.get_vocabulary, vocabulary_id, tenant)
+        except store_errors.NotFound as exc:
+            raise VocabularyNotFound(f"vocabulary {vocabulary_id} not found") from exc
+        except store_errors.StoreError as exc:
+            raise BackendUnavailable(f"storage unavailable: {exc}") from exc
 
     async def run_chunks(
         self, prepared: PreparedAudio, indices: Iterable[int] | None = None
@@ -178,7 +217,7 @@ class TranscriptionService:
                     source=self.source,
                     incoming=max(0, first_wave - k - 1) + self._coming(key, prepared.model),
                 )
-                return i, await client.transcribe_chunk(chunk)
+                return i, await decode_with_fallback(client, chunk, prepared.fallback)
 
         tasks = [asyncio.ensure_future(one(k, i)) for k, i in enumerate(wanted)]
         try:
@@ -218,6 +257,7 @@ class TranscriptionService:
                     result = finished.pop(next_index)
                     segments = [copy.deepcopy(seg) for seg in result.segments]
                     segments = restore_timestamps(segments, prepared.plan)
+                    segments = apply_spellings(segments, prepared.spellings)
                     for segment in segments:
                         segment.id = next_id
                         next_id += 1
@@ -238,6 +278,7 @@ class TranscriptionService:
         ordered = [results[i] for i in range(len(prepared.plan.chunks))]
         segments = [copy.deepcopy(seg) for result in ordered for seg in result.segments]
         segments = restore_timestamps(segments, prepared.plan)
+        segments = apply_spellings(segments, prepared.spellings)
         for i, segment in enumerate(segments, start=1):
             segment.id = i
         # The slowest chunk bounds the request: its wait in the queue and its batch's run.

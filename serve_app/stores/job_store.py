@@ -23,6 +23,8 @@ from .records import (
     JobStatus,
     NewJob,
     TenantQueue,
+    UsageRecord,
+    Vocabulary,
     WebhookDelivery,
 )
 
@@ -235,3 +237,42 @@ class JobStore(Closeable):
     @abc.abstractmethod
     def list_api_keys(self, tenant: str) -> list[ApiKey]:
         """All keys of a tenant, revoked ones included."""
+
+    # ---- issue 15: vocabularies and usage ----------------------------------------------
+
+    @abc.abstractmethod
+    def create_vocabulary(
+        self, tenant: str, name: str, terms: list[str], spellings: list[dict[str, Any]]
+    ) -> Vocabulary: ...
+
+    @abc.abstractmethod
+    def get_vocabulary(self, vocabulary_id: str, tenant: str) -> Vocabulary:
+        """NotFound also for another tenant's vocabulary."""
+
+    @abc.abstractmethod
+    def list_vocabularies(self, tenant: str) -> list[Vocabulary]: ...
+
+    @abc.abstractmethod
+    def delete_vocabulary(self, vocabulary_id: str, tenant: str) -> None:
+        """NotFound also for another tenant's vocabulary."""
+
+    @abc.abstractmethod
+    def add_usage(
+        self, tenant: str, key_id: str, model: str, source: str, seconds: float, day: str
+    ) -> None:
+        """Add audio seconds to the (tenant, key, UTC day, model, source) counter."""
+
+    @abc.abstractmethod
+    def usage_between(self, tenant: str, from_day: str, to_day: str) -> list[UsageRecord]:
+        """A tenant's counters for days in [from_day, to_day] (YYYY-MM-DD)."""
+
+    @abc.abstractmethod
+    def key_usage_on(self, key_id: str, day: str) -> float:
+        """Audio seconds a key used on one UTC day (all models and sources)."""
+
+    @abc.abstractmethod
+    def set_job_key(self, job_id: str, key_id: str) -> None:
+        """Remember which API key submitted a job (its usage is metered per key)."""
+
+    @abc.abstractmethod
+    def get_job_key(self, job_id: str) -> str | None: ...

@@ -272,3 +272,55 @@ class ApiKey:
             created_at=required_ts(row, "created_at"),
             revoked_at=parse_ts(row["revoked_at"]),
         )
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A tenant's named vocabulary: terms (decoded as hotwords) and custom spellings.
+
+    `spellings` are `{"from": [...], "to": "..."}` objects, applied to the output text.
+    """
+
+    id: str
+    tenant: str
+    name: str
+    terms: list[str]
+    spellings: list[dict[str, Any]]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Vocabulary:
+        body = parse_json(row["body"])
+        return cls(
+            id=row["id"],
+            tenant=row["tenant"],
+            name=row["name"],
+            terms=list(body.get("terms", [])),
+            spellings=list(body.get("spellings", [])),
+            created_at=required_ts(row, "created_at"),
+        )
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """Audio seconds of one tenant's key on one UTC day, model and source (sync/job/live)."""
+
+    tenant: str
+    key_id: str
+    day: str  # YYYY-MM-DD, UTC
+    model: str
+    source: str
+    seconds: float
+    requests: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> UsageRecord:
+        return cls(
+            tenant=row["tenant"],
+            key_id=row["key_id"],
+            day=row["day"],
+            model=row["model"],
+            source=row["source"],
+            seconds=float(row["seconds"]),
+            requests=int(row["requests"]),
+        )

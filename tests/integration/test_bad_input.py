@@ -63,9 +63,12 @@ def test_bad_response_format(http, data_dir):
 def test_bad_parameters(http, data_dir):
     _assert_error(transcribe(http, data_dir / "hello.wav", temperature="7"), 400)
     _assert_error(transcribe(http, data_dir / "hello.wav", model="base", language="xx"), 400)
+    # timestamp_granularities[] with json is ignored, as OpenAI does; a bad value is a 400.
     _assert_error(
-        transcribe(http, data_dir / "hello.wav", **{"timestamp_granularities[]": "word"}), 400
+        transcribe(http, data_dir / "hello.wav", **{"timestamp_granularities[]": "minute"}), 400
     )
+    _assert_error(transcribe(http, data_dir / "hello.wav", beam_size="11"), 400)
+    _assert_error(transcribe(http, data_dir / "hello.wav", chunking_strategy="manual"), 400)
     _assert_error(http.post("/v1/audio/transcriptions", data={"model": "tiny.en"}), 400)
     with (data_dir / "hello.wav").open("rb") as handle:
         response = http.post(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -83,7 +84,18 @@ def _fuzz(operation: Any, mode: GenerationMode, examples: int, app: SecurityApp,
 def test_api_answers_generated_requests_within_its_schema(fuzz_app, fuzz_key):
     schema = schemathesis.openapi.from_url(f"{fuzz_app.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 12
+    assert len(operations) >= 16
+    # The decode knobs, vocabularies and usage (issue 15) are in the schema, so they are fuzzed.
+    labels = {operation.label for operation in operations}
+    assert {
+        "POST /v1/vocabularies",
+        "GET /v1/usage",
+        "DELETE /v1/vocabularies/{vocabulary_id}",
+    } <= labels
+    raw = httpx.get(f"{fuzz_app.url}/openapi.json", timeout=30).json()
+    form = raw["components"]["schemas"]["TranscriptionForm"]["properties"]
+    for field in ("hotwords", "beam_size", "chunking_strategy", "suppress_tokens", "include[]"):
+        assert field in form, field
     failures: dict[str, str] = {}
     for operation in operations:
         for mode, examples in ((GenerationMode.POSITIVE, 25), (GenerationMode.NEGATIVE, 10)):

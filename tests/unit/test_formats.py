@@ -65,10 +65,15 @@ def test_srt_and_vtt_skip_empty_cues():
 
 def test_json_text_and_verbose():
     result = _result()
-    assert render(result, "json") == TranscriptionJSON(text="Hello there. Bye.")
+    json_body = render(result, "json")
+    assert isinstance(json_body, TranscriptionJSON) and json_body.text == "Hello there. Bye."
+    assert json_body.usage is not None and json_body.usage.seconds == result.duration
+    assert json_body.logprobs is None
     assert render(result, "text") == "Hello there. Bye.\n"
     body = _json(render(result, "verbose_json", frozenset({"word"})))
     assert body["task"] == "transcribe" and body["language"] == "en"
+    assert body["usage"] == {"type": "duration", "seconds": result.duration}
+    assert "language_probability" in body
     assert [w["word"] for w in body["words"]] == ["Hello", "there.", "Bye."]
     assert "segments" not in body
     body = _json(render(result, "verbose_json"))
@@ -83,3 +88,12 @@ def _json(body: object) -> dict:
 def test_result_round_trips_through_json():
     result = _result()
     assert TranscriptionResult.from_json(result.to_json()) == result
+
+
+def test_logprobs_are_per_word():
+    result = _result()
+    body = render(result, "json", logprobs=True)
+    assert isinstance(body, TranscriptionJSON) and body.logprobs is not None
+    assert [entry.token.strip() for entry in body.logprobs] == ["Hello", "there.", "Bye."]
+    assert all(entry.logprob <= 0 for entry in body.logprobs)
+    assert body.logprobs[0].bytes == list(body.logprobs[0].token.encode())

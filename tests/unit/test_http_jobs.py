@@ -86,7 +86,7 @@ async def test_submit_poll_and_fetch_results(client, data_dir, reference_texts):
     result = await client.get(f"/v1/jobs/{job['id']}/result")
     assert result.status_code == 200, result.text
     text = result.json()["text"]
-    assert set(result.json()) == {"text"}
+    assert set(result.json()) == {"text", "usage"}
     assert wer(reference_texts["hello.wav"], text) < 0.2, text
 
     verbose = (await client.get(f"/v1/jobs/{job['id']}/result?format=verbose_json")).json()

@@ -46,7 +46,8 @@ async def test_json_text_matches_the_reference(client, data_dir, reference_texts
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"text"}
+    assert set(body) == {"text", "usage"}
+    assert body["usage"] == {"type": "duration", "seconds": pytest.approx(4.5, abs=0.5)}
     assert wer(reference_texts["hello.wav"], body["text"]) < 0.2, body["text"]
 
 
@@ -241,16 +242,18 @@ async def test_invalid_parameters(client, data_dir):
     assert_error(await transcribe(client, hello, **{"timestamp_granularities[]": "sentence"}), 400)
 
 
-async def test_granularities_need_verbose_json(client, data_dir):
-    for fmt in ("json", "srt"):
+async def test_granularities_are_ignored_by_formats_without_timestamps(client, data_dir):
+    # As OpenAI does: only verbose_json carries timestamps; other formats ignore the field.
+    for fmt in ("json", "srt", "text"):
         response = await transcribe(
             client,
             data_dir / "hello.wav",
             response_format=fmt,
             **{"timestamp_granularities[]": "word"},
         )
-        assert_error(response, 400, "bad_request")
-        assert "verbose_json" in response.json()["error"]["message"]
+        assert response.status_code == 200, response.text
+        if fmt == "json":
+            assert "words" not in response.json()
 
 
 async def test_missing_file_and_unknown_route(client):

@@ -294,3 +294,42 @@ WHERE tenant = :tenant AND audio_sha256 = :audio_sha256 AND options_hash = :opti
   AND status = 'succeeded' AND result_key IS NOT NULL
 ORDER BY finished_at DESC
 LIMIT 1;
+
+-- ---- issue 15: vocabularies and usage metering -------------------------------------------
+
+-- name: insert_vocabulary
+INSERT INTO vocabularies (id, tenant, name, body, created_at)
+VALUES (:id, :tenant, :name, :body, :now)
+RETURNING *;
+
+-- name: get_vocabulary
+SELECT * FROM vocabularies WHERE id = :id AND tenant = :tenant;
+
+-- name: list_vocabularies
+SELECT * FROM vocabularies WHERE tenant = :tenant ORDER BY created_at, id;
+
+-- name: delete_vocabulary
+DELETE FROM vocabularies WHERE id = :id AND tenant = :tenant RETURNING id;
+
+-- name: add_usage
+INSERT INTO usage_daily (tenant, key_id, day, model, source, seconds, requests)
+VALUES (:tenant, :key_id, :day, :model, :source, :seconds, 1)
+ON CONFLICT (tenant, key_id, day, model, source)
+DO UPDATE SET seconds = usage_daily.seconds + excluded.seconds,
+              requests = usage_daily.requests + 1
+RETURNING *;
+
+-- name: usage_between
+SELECT * FROM usage_daily
+WHERE tenant = :tenant AND day >= :from_day AND day <= :to_day
+ORDER BY day, key_id, model, source;
+
+-- name: key_usage_on
+SELECT COALESCE(SUM(seconds), 0) AS seconds FROM usage_daily
+WHERE key_id = :key_id AND day = :day;
+
+-- name: set_job_key
+UPDATE jobs SET key_id = :key_id WHERE id = :id;
+
+-- name: get_job_key
+SELECT key_id FROM jobs WHERE id = :id;
