@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from serve_app.errors import BadRequest
+from serve_app.form_values import split_list, unbracket
 
 Task = Literal["transcribe", "translate"]
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
@@ -124,41 +125,6 @@ class ServerVadChunking(BaseModel):
     silence_duration_ms: int = Field(
         160, ge=0, le=10_000, description="Silence that ends speech (min_silence_duration_ms)"
     )
-
-
-def _split_list(value: object) -> object:
-    """Form fields carry lists as repeated keys, JSON (`[1, 2]`) or `1,2`."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except ValueError:
-                return value
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
-        return _split_list(value[0])
-    return value
-
-
-def _unbracket(data: dict, names: set[str], aliases: set[str]) -> dict:
-    """`name[]` → a list under `name`, `name[key]` → `{key: …}` under `name`, for fields
-    (keys that are a field's alias, such as `timestamp_granularities[]`, stay)."""
-    out = dict(data)
-    for key, value in data.items():
-        if not isinstance(key, str) or not key.endswith("]") or "[" not in key or key in aliases:
-            continue
-        name, _, rest = key[:-1].partition("[")
-        if name not in names or name in data:
-            continue
-        del out[key]
-        if rest == "":
-            out[name] = value if isinstance(value, list) else [value]
-        else:
-            nested = out.setdefault(name, {})
-            if isinstance(nested, dict):
-                nested[rest] = value
-    return out
 
 
 class TranscribeOptions(BaseModel):
@@ -284,8 +250,8 @@ class TranscribeOptions(BaseModel):
         if not isinstance(data, dict):
             return data
         aliases = {f.alias for f in cls.model_fields.values() if f.alias}
-        data = _unbracket(data, set(cls.model_fields), aliases)
-        value = _split_list(data.get("temperature")) if "temperature" in data else None
+        data = unbracket(data, set(cls.model_fields), aliases)
+        value = split_list(data.get("temperature")) if "temperature" in data else None
         if isinstance(value, list | tuple):
             if not value:
                 raise ValueError("temperature: give at least one value")
@@ -314,12 +280,12 @@ class TranscribeOptions(BaseModel):
     @field_validator("temperature_fallback", mode="before")
     @classmethod
     def _list_field(cls, value: object) -> object:
-        return _split_list(value)
+        return split_list(value)
 
     @field_validator("suppress_tokens", mode="before")
     @classmethod
     def _token_list(cls, value: object) -> object:
-        return [] if value == "" else _split_list(value)
+        return [] if value == "" else split_list(value)
 
     @field_validator("temperature_fallback")
     @classmethod

@@ -320,3 +320,32 @@ class SessionSettings:
     vad: ServerVad | None
     model: str  # the id the client chose (or the default model's name)
     options: TranscribeOptions
+
+
+def session_view(session_id: str, settings: SessionSettings) -> SessionView:
+    """The session as `session.created` / `session.updated` describe it."""
+    return SessionView(
+        id=session_id,
+        audio=AudioView(
+            input=AudioInputView(
+                format=FormatView(rate=settings.rate),
+                transcription=_transcription_view(settings),
+                turn_detection=vad_view(settings.vad),
+            )
+        ),
+    )
+
+
+def legacy_session_view(session_id: str, settings: SessionSettings) -> LegacySessionView:
+    """The session as the older `transcription_session.updated` describes it."""
+    return LegacySessionView(
+        id=session_id,
+        input_audio_format="pcm16" if settings.rate == 24000 else f"pcm16_{settings.rate}",
+        input_audio_transcription=_transcription_view(settings),
+        turn_detection=vad_view(settings.vad),
+    )
+
+
+def _transcription_view(settings: SessionSettings) -> TranscriptionView:
+    options = settings.options
+    return TranscriptionView(model=settings.model, language=options.language, prompt=options.prompt)

@@ -29,34 +29,29 @@ from serve_app.http.realtime_events import (
     AudioClear,
     AudioCommit,
     AudioInput,
-    AudioInputView,
-    AudioView,
     ClearedEvent,
     ClientEvent,
     CommittedEvent,
     ErrorEvent,
-    FormatView,
     LegacySessionUpdate,
     LegacySessionUpdated,
-    LegacySessionView,
     SessionCreated,
     SessionSettings,
     SessionUpdate,
     SessionUpdated,
-    SessionView,
     SpeechStartedEvent,
     SpeechStoppedEvent,
     TranscriptionCompleted,
     TranscriptionDelta,
     TranscriptionFailed,
     TranscriptionSettings,
-    TranscriptionView,
     TurnDetection,
     decode_event,
     from_legacy,
+    legacy_session_view,
     new_id,
     rate,
-    vad_view,
+    session_view,
     validate_event,
 )
 from serve_app.http.schemas import DurationUsage
@@ -129,7 +124,7 @@ class RealtimeSession:
 
     async def run(self) -> None:
         """Serve the session until the client leaves or a limit ends it."""
-        await self.send(SessionCreated(session=self.view()))
+        await self.send(SessionCreated(session=session_view(self.id, self.settings)))
         loop = asyncio.get_running_loop()
         ends = loop.time() + self.config.max_session_s
         try:
@@ -189,10 +184,12 @@ class RealtimeSession:
             if event.session.type != "transcription":
                 raise BadRequest("this server has transcription sessions only (type=transcription)")
             await self._configure(event.session.audio.input if event.session.audio else None)
-            await self.send(SessionUpdated(session=self.view()))
+            await self.send(SessionUpdated(session=session_view(self.id, self.settings)))
         elif isinstance(event, LegacySessionUpdate):
             await self._configure(from_legacy(event.session))
-            await self.send(LegacySessionUpdated(session=self.legacy_view()))
+            await self.send(
+                LegacySessionUpdated(session=legacy_session_view(self.id, self.settings))
+            )
 
     async def _append(self, audio: str) -> None:
         try:
@@ -345,34 +342,6 @@ class RealtimeSession:
         resolved = self.service.resolve_model(options.model)  # UnknownModel (model_not_found)
         fit_to_model(options.decode_options(), await self.service.model_info(resolved.name))
         return replace(settings, model=model, options=options)
-
-    def view(self) -> SessionView:
-        settings = self.settings
-        return SessionView(
-            id=self.id,
-            audio=AudioView(
-                input=AudioInputView(
-                    format=FormatView(rate=settings.rate),
-                    transcription=self._transcription_view(),
-                    turn_detection=vad_view(settings.vad),
-                )
-            ),
-        )
-
-    def legacy_view(self) -> LegacySessionView:
-        settings = self.settings
-        return LegacySessionView(
-            id=self.id,
-            input_audio_format="pcm16" if settings.rate == 24000 else f"pcm16_{settings.rate}",
-            input_audio_transcription=self._transcription_view(),
-            turn_detection=vad_view(settings.vad),
-        )
-
-    def _transcription_view(self) -> TranscriptionView:
-        options = self.settings.options
-        return TranscriptionView(
-            model=self.settings.model, language=options.language, prompt=options.prompt
-        )
 
     def _too_large(self, size: int) -> PayloadTooLarge:
         limit = self.config.max_message_bytes

@@ -17,7 +17,8 @@ from psycopg.types.json import Jsonb
 from .errors import Conflict, NotFound, StoreError, StoreUnavailable
 from .job_store import load_queries
 from .records import Row, to_utc, utcnow
-from .sql_store import Clock, SqlJobStore, Tx
+from .sql_base import Clock, Tx
+from .sql_store import SqlJobStore
 
 # `:name` -> `%(name)s`; the lookbehind leaves `::type` casts and `12:30`-style text alone.
 _PARAM_RE = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")

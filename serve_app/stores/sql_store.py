@@ -8,74 +8,28 @@ both dialects behave the same and tests can pass explicit times.
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import Conflict, NotFound, StoreError
 from .job_store import ExpiryKind, JobStore, load_migrations
 from .records import (
-    ApiKey,
     ChunkCheckpoint,
     Job,
     JobStatus,
     NewJob,
-    Row,
     TenantQueue,
-    UsageRecord,
-    Vocabulary,
     WebhookDelivery,
     canonical_json,
-    new_id,
     to_utc,
-    utcnow,
 )
-
-Clock = Callable[[], datetime]
-
-# Arbitrary constant naming the advisory lock that serialises migrate() on Postgres.
-MIGRATION_LOCK_KEY = 0x5E_57_0B_5E_A1
+from .sql_base import MIGRATION_LOCK_KEY
+from .sql_tenant import SqlTenantData
 
 
-class Tx(Protocol):
-    """One open database transaction, as the shared SQL logic sees it."""
-
-    def rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[Row]:
-        """Run a named query; its rows (empty for statements that return none)."""
-
-    def script(self, sql: str) -> None:
-        """Run several parameterless statements (a migration)."""
-
-
-class SqlJobStore(JobStore):
+class SqlJobStore(SqlTenantData, JobStore):
     """Every JobStore operation, written once against named queries."""
-
-    dialect: str
-
-    def __init__(self, clock: Clock = utcnow) -> None:
-        self._clock = clock
-
-    @abc.abstractmethod
-    def _transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
-        """A transaction that commits on success, rolls back on error and maps driver errors.
-        `write=False` promises only reads, which lets SQLite skip the database write lock."""
-
-    def _one(self, tx: Tx, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
-        found = tx.rows(query, params)
-        return found[0] if found else None
-
-    def _insert(self, query: str, params: Mapping[str, Any], what: str) -> Row:
-        """Run an INSERT ... RETURNING that must yield its row (`what` names it in the error)."""
-        with self._transaction() as tx:
-            row = self._one(tx, query, params)
-        if row is None:
-            raise StoreError(f"{what} insert returned no row")
-        return row
-
-    def _now(self, now: datetime | None = None) -> datetime:
-        return to_utc(now) if now is not None else self._clock()
 
     def migrate(self) -> list[int]:
         applied_now: list[int] = []
@@ -335,94 +289,3 @@ class SqlJobStore(JobStore):
         counts = dict.fromkeys(JobStatus, 0)
         counts.update({JobStatus(row["status"]): int(row["n"]) for row in rows})
         return counts
-
-    def create_api_key(self, tenant: str, key_sha256: str, name: str) -> ApiKey:
-        params = {
-            "id": new_id(),
-            "tenant": tenant,
-            "name": name,
-            "key_sha256": key_sha256,
-            "now": self._now(),
-        }
-        return ApiKey.from_row(self._insert("insert_api_key", params, "api key"))
-
-    def get_api_key_by_hash(self, key_sha256: str) -> ApiKey | None:
-        with self._transaction(write=False) as tx:
-            row = self._one(tx, "get_active_api_key_by_hash", {"key_sha256": key_sha256})
-        return ApiKey.from_row(row) if row is not None else None
-
-    def revoke_api_key(self, key_id: str, tenant: str) -> bool:
-        params = {"id": key_id, "tenant": tenant, "now": self._now()}
-        with self._transaction() as tx:
-            return self._one(tx, "revoke_api_key", params) is not None
-
-    def list_api_keys(self, tenant: str) -> list[ApiKey]:
-        with self._transaction(write=False) as tx:
-            rows = tx.rows("list_api_keys", {"tenant": tenant})
-        return [ApiKey.from_row(row) for row in rows]
-
-    # ---- issue 15: vocabularies and usage ----------------------------------------------
-
-    def create_vocabulary(
-        self, tenant: str, name: str, terms: list[str], spellings: list[dict[str, Any]]
-    ) -> Vocabulary:
-        params = {
-            "id": "voc_" + new_id(),
-            "tenant": tenant,
-            "name": name,
-            "body": {"terms": terms, "spellings": spellings},
-            "now": self._now(),
-        }
-        return Vocabulary.from_row(self._insert("insert_vocabulary", params, "vocabulary"))
-
-    def get_vocabulary(self, vocabulary_id: str, tenant: str) -> Vocabulary:
-        with self._transaction(write=False) as tx:
-            row = self._one(tx, "get_vocabulary", {"id": vocabulary_id, "tenant": tenant})
-        if row is None:
-            raise NotFound(f"vocabulary {vocabulary_id} not found")
-        return Vocabulary.from_row(row)
-
-    def list_vocabularies(self, tenant: str) -> list[Vocabulary]:
-        with self._transaction(write=False) as tx:
-            rows = tx.rows("list_vocabularies", {"tenant": tenant})
-        return [Vocabulary.from_row(row) for row in rows]
-
-    def delete_vocabulary(self, vocabulary_id: str, tenant: str) -> None:
-        with self._transaction() as tx:
-            row = self._one(tx, "delete_vocabulary", {"id": vocabulary_id, "tenant": tenant})
-        if row is None:
-            raise NotFound(f"vocabulary {vocabulary_id} not found")
-
-    def add_usage(
-        self, tenant: str, key_id: str, model: str, source: str, seconds: float, day: str
-    ) -> None:
-        params = {
-            "tenant": tenant,
-            "key_id": key_id,
-            "day": day,
-            "model": model,
-            "source": source,
-            "seconds": float(seconds),
-        }
-        with self._transaction() as tx:
-            tx.rows("add_usage", params)
-
-    def usage_between(self, tenant: str, from_day: str, to_day: str) -> list[UsageRecord]:
-        params = {"tenant": tenant, "from_day": from_day, "to_day": to_day}
-        with self._transaction(write=False) as tx:
-            rows = tx.rows("usage_between", params)
-        return [UsageRecord.from_row(row) for row in rows]
-
-    def key_usage_on(self, key_id: str, day: str) -> float:
-        with self._transaction(write=False) as tx:
-            row = self._one(tx, "key_usage_on", {"key_id": key_id, "day": day})
-        return float(row["seconds"]) if row is not None else 0.0
-
-    def set_job_key(self, job_id: str, key_id: str) -> None:
-        with self._transaction() as tx:
-            tx.rows("set_job_key", {"id": job_id, "key_id": key_id})
-
-    def get_job_key(self, job_id: str) -> str | None:
-        with self._transaction(write=False) as tx:
-            row = self._one(tx, "get_job_key", {"id": job_id})
-        return row["key_id"] if row is not None else None

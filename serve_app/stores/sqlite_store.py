@@ -19,7 +19,8 @@ from typing import Any
 from .errors import Conflict, NotFound, StoreError, StoreUnavailable
 from .job_store import load_queries
 from .records import Row, canonical_json, to_utc, utcnow
-from .sql_store import Clock, SqlJobStore, Tx
+from .sql_base import Clock, Tx
+from .sql_store import SqlJobStore
 
 MEMORY = ":memory:"
 
