@@ -14,7 +14,13 @@ from serve_app.errors import BadRequest
 from serve_app.http.access import AccessDep
 from serve_app.http.errors import validation_summary
 from serve_app.http.formats import MEDIA_TYPES, render
-from serve_app.http.schemas import ERROR_RESPONSES, JobRequest, ResponseFormat, UploadTicket
+from serve_app.http.schemas import (
+    ERROR_RESPONSES,
+    JobRequest,
+    ResponseFormat,
+    UploadTicket,
+    inline_schema,
+)
 from serve_app.jobs.frontend import KEEPALIVE, JobsFrontend, JobSubmission
 from serve_app.jobs.views import JobList, JobView
 
@@ -35,7 +41,7 @@ _MULTIPART_SCHEMA = {
                     },
                 }
             },
-            "application/json": {"schema": JobRequest.model_json_schema()},
+            "application/json": {"schema": inline_schema(JobRequest)},
         },
         "required": True,
     }

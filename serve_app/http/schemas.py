@@ -303,3 +303,26 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         503: "Overloaded or a backend is down",
     }.items()
 }
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its `$defs` inlined, for a hand-written request body.
+
+    FastAPI hoists `$defs` only for the bodies it derives itself; inside `openapi_extra` a
+    `#/$defs/...` reference points nowhere in the OpenAPI document, and ReDoc refuses it.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved

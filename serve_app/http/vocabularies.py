@@ -14,6 +14,7 @@ from serve_app.http.schemas import (
     VocabularyCreate,
     VocabularyList,
     VocabularyView,
+    inline_schema,
 )
 from serve_app.jobs.frontend import JobsFrontend
 from serve_app.stores.records import Vocabulary
@@ -31,7 +32,7 @@ def vocabulary_router(jobs: JobsFrontend) -> APIRouter:
         responses=ERROR_RESPONSES,
         openapi_extra={
             "requestBody": {
-                "content": {"application/json": {"schema": VocabularyCreate.model_json_schema()}},
+                "content": {"application/json": {"schema": inline_schema(VocabularyCreate)}},
                 "required": True,
             }
         },
