@@ -12,8 +12,6 @@ from serve_app.options import Caller, TranscribeOptions, VadSettings
 from serve_app.pipeline.decode import decode_audio
 from tests.unit.conftest import LOOP, assert_error
 
-pytestmark = LOOP
-
 # Options that change nothing a replica decodes: they must never split a batch.
 NON_DECODE: list[dict[str, Any]] = [
     {"best_of": 2},
@@ -110,6 +108,7 @@ def test_parse_names_the_field():
         TranscribeOptions.parse({"vad_filter": False, "chunking_strategy": {"type": "server_vad"}})
 
 
+@LOOP
 async def test_bad_values_are_400s_naming_the_field(client, data_dir):
     audio = (data_dir / "hello.wav").read_bytes()
     for field, value in BAD:
@@ -124,6 +123,7 @@ async def test_bad_values_are_400s_naming_the_field(client, data_dir):
             assert field in job.json()["error"]["message"], (field, value)
 
 
+@LOOP
 async def test_unknown_form_fields_are_ignored(client, data_dir):
     response = await client.post(
         "/v1/audio/transcriptions",
@@ -151,6 +151,7 @@ async def _batch_sizes(stack, audio: list, options: list[TranscribeOptions]) -> 
     return list(await asyncio.gather(*(run(p) for p in prepared)))
 
 
+@LOOP
 async def test_options_that_do_not_change_the_decode_share_one_batch(stack, data_dir):
     clips = ["hello.wav", "weather.wav", "numbers.wav", "kitchen.wav"]
     samples = [decode_audio((data_dir / c).read_bytes(), max_duration_s=60).samples for c in clips]

@@ -17,8 +17,6 @@ from serve_app.security.keys import create_key
 from serve_app.testing import LocalStack
 from tests.unit.conftest import LOOP, assert_error, stack_config
 
-pytestmark = LOOP
-
 # tiny.en hears hello.wav's "Hello world" as hello + world; rewrite both ways of it.
 SPELLING = {"from": ["hello world", "hello, world"], "to": "HelloWorld™"}
 
@@ -57,6 +55,7 @@ def test_words_spelling_a_phrase_merge_into_one():
     assert (out.words or [])[0].probability == 0.5
 
 
+@LOOP
 async def test_crud_and_tenant_isolation(auth_stack, data_dir):
     async with (
         auth_stack.http(_headers(auth_stack, "acme")) as acme,
@@ -108,12 +107,14 @@ async def test_crud_and_tenant_isolation(auth_stack, data_dir):
         ({"name": "n", "colour": "blue"}, "colour"),
     ],
 )
+@LOOP
 async def test_size_limits_are_400s(client, body: dict[str, Any], field: str):
     response = await client.post("/v1/vocabularies", json=body)
     assert_error(response, 400, "bad_request")
     assert field in response.json()["error"]["message"]
 
 
+@LOOP
 async def test_spellings_rewrite_text_words_and_srt(client, data_dir):
     created = await client.post("/v1/vocabularies", json={"name": "hw", "spellings": [SPELLING]})
     vocab_id = created.json()["id"]
