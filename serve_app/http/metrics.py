@@ -27,6 +27,9 @@ from serve_app.observability import RequestMetrics
 EXPORTED_PREFIXES = ("ray_whisper_", "ray_serve_")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 NO_MODEL = "-"
+# nginx's code for "the client closed the request": Ray Serve cancels the handler then, and
+# counting that as 500 made Prometheus' own scrape time-outs look like server errors.
+CLIENT_CLOSED = 499
 # The model field of a multipart form: headers of the part, a blank line, the value.
 _MULTIPART_MODEL = re.compile(rb'name="model"[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{0,128})\r\n')
 _SNIFF_TAIL = 512  # bytes kept across body chunks so a field split between them is found
@@ -75,7 +78,8 @@ class RequestMetricsMiddleware:
     """Counts every request by route template (not raw path), method, model and status.
 
     Outermost user middleware, so refusals by the upload limit are counted too; an
-    exception that escapes the app counts as 500.
+    exception that escapes the app counts as 500, a request cancelled because its client
+    went away before an answer as 499.
     """
 
     def __init__(
@@ -92,7 +96,7 @@ class RequestMetricsMiddleware:
             return
         started = time.perf_counter()
         sniffer = ModelSniffer(_header(scope, b"content-type"))
-        status = 500
+        status: int | None = None
 
         async def watching_receive() -> Message:
             message = await receive()
@@ -108,15 +112,19 @@ class RequestMetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        cancelled = False
         try:
             await self.app(scope, watching_receive, watching_send)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             route = scope.get("route")
             self.recorder.observe(
                 getattr(route, "path", None) or "unmatched",
                 scope.get("method", ""),
                 self._model(scope, sniffer),
-                status,
+                status or (CLIENT_CLOSED if cancelled else 500),
                 time.perf_counter() - started,
             )
 

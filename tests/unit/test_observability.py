@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
+import pytest
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.testclient import TestClient
 
@@ -64,6 +66,40 @@ def test_labels_use_route_templates_and_canonical_models():
         ("/v1/jobs/{job_id}", "GET", "-", 200),
         ("unmatched", "GET", "-", 404),
     ]
+
+
+def test_a_request_cancelled_before_its_answer_counts_as_499_not_500():
+    """Serve cancels the handler when the client goes (e.g. a Prometheus scrape time-out)."""
+    recorder = Recorded()
+    config = AppConfig.model_validate({"models": [{"name": "tiny.en"}]})
+
+    async def slow_metrics(scope, receive, send) -> None:
+        scope["route"] = type("Route", (), {"path": "/metrics"})()
+        await asyncio.sleep(60)
+
+    async def failing(scope, receive, send) -> None:
+        raise RuntimeError("boom")
+
+    async def scenario() -> None:
+        scope = {"type": "http", "method": "GET", "path": "/metrics", "headers": []}
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            pass
+
+        task = asyncio.create_task(
+            RequestMetricsMiddleware(slow_metrics, config, recorder)(dict(scope), receive, send)
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        with pytest.raises(RuntimeError):
+            await RequestMetricsMiddleware(failing, config, recorder)(dict(scope), receive, send)
+
+    asyncio.run(scenario())
+    assert recorder.calls == [("/metrics", "GET", "-", 499), ("unmatched", "GET", "-", 500)]
 
 
 def test_model_field_split_across_body_chunks_is_found():
