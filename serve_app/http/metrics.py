@@ -12,12 +12,13 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import httpx
 import ray
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import PlainTextResponse
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.config import AppConfig
@@ -83,9 +84,16 @@ class RequestMetricsMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, config: AppConfig, recorder: RequestMetrics | None = None
+        self,
+        app: ASGIApp,
+        config: AppConfig,
+        recorder: RequestMetrics | None = None,
+        routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.app = app
+        # Requests refused before routing (rate limit, upload limit) are labelled by the
+        # route they would have reached, found in the app's own route table.
+        self.routes = routes
         self.ids = config.model_ids()
         self.default_model = (config.resolve_model(None) or config.models[0]).name
         self.recorder = recorder or RequestMetrics()
@@ -119,14 +127,19 @@ class RequestMetricsMiddleware:
             cancelled = True
             raise
         finally:
-            route = scope.get("route")
             self.recorder.observe(
-                getattr(route, "path", None) or "unmatched",
+                self._route(scope),
                 scope.get("method", ""),
                 self._model(scope, sniffer),
                 status or (CLIENT_CLOSED if cancelled else 500),
                 time.perf_counter() - started,
             )
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            route = next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
+        return getattr(route, "path", None) or "unmatched"
 
     def _model(self, scope: Scope, sniffer: ModelSniffer) -> str:
         requested = scope.get("path_params", {}).get("model_id") or sniffer.value
@@ -216,5 +229,5 @@ def metrics_router() -> APIRouter:
 
 def install_observability(app: FastAPI, config: AppConfig) -> None:
     """Request metrics on every route (call after the other middlewares) + `GET /metrics`."""
-    app.add_middleware(RequestMetricsMiddleware, config=config)
+    app.add_middleware(RequestMetricsMiddleware, config=config, routes=app.router.routes)
     app.include_router(metrics_router())

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import pytest
 from fastapi import FastAPI, File, Form, UploadFile
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from serve_app.config import AppConfig
@@ -28,7 +29,17 @@ def _client() -> tuple[TestClient, Recorded]:
     )
     app = FastAPI()
     recorder = Recorded()
-    app.add_middleware(RequestMetricsMiddleware, config=config, recorder=recorder)
+
+    @app.middleware("http")
+    async def refuse_before_routing(request, call_next):  # like the rate limit
+        if request.headers.get("x-refuse"):
+            return JSONResponse({"error": {"code": "rate_limited", "message": "no"}}, 429)
+        return await call_next(request)
+
+    # Added last, so outermost: it sees the refusals, as in the app.
+    app.add_middleware(
+        RequestMetricsMiddleware, config=config, recorder=recorder, routes=app.router.routes
+    )
 
     @app.post("/v1/audio/transcriptions")
     async def transcribe(
@@ -57,6 +68,7 @@ def test_labels_use_route_templates_and_canonical_models():
     client.post("/v1/jobs", json={"url": "http://x/a.wav", "model": "base"})
     client.get("/v1/jobs/abc123")
     client.get("/not/a/route")
+    client.get("/v1/jobs/abc123", headers={"x-refuse": "1"})
     assert recorder.calls == [
         ("/v1/audio/transcriptions", "POST", "base", 200),
         ("/v1/audio/transcriptions", "POST", "tiny.en", 200),
@@ -65,6 +77,7 @@ def test_labels_use_route_templates_and_canonical_models():
         ("/v1/jobs", "POST", "base", 200),
         ("/v1/jobs/{job_id}", "GET", "-", 200),
         ("unmatched", "GET", "-", 404),
+        ("/v1/jobs/{job_id}", "GET", "-", 429),
     ]
 
 
