@@ -73,6 +73,12 @@ class NotFound(ServiceError):
     status, code = 404, "not_found"
 
 
+class ModelNotFound(NotFound):
+    """`GET /v1/models/{id}` of a model that is not served (404, as OpenAI answers)."""
+
+    code = "model_not_found"
+
+
 class VocabularyNotFound(NotFound):
     """The named vocabulary does not exist or is another tenant's (a job cannot recover)."""
 

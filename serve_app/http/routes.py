@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from serve_app.config import AppConfig
-from serve_app.errors import BadRequest, ServiceError
+from serve_app.errors import BadRequest, ModelNotFound, ServiceError, UnknownModel
 from serve_app.http.access import Access, AccessDep, get_access
 from serve_app.http.formats import MEDIA_TYPES, render
 from serve_app.http.schemas import (
@@ -180,7 +180,10 @@ def transcription_router(
         dependencies=[Depends(get_access)],
     )
     async def get_model(model_id: str) -> ModelCard:
-        model = service.resolve_model(model_id)
+        try:
+            model = service.resolve_model(model_id)
+        except UnknownModel as exc:  # a missing resource here, not a bad field of a request
+            raise ModelNotFound(exc.message) from exc
         return _card(model_id, model.name, await _cached_info(service, model.name))
 
     return router

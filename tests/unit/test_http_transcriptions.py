@@ -179,7 +179,7 @@ async def test_models_list_and_lookup(client):
         assert card["multilingual"] is False
     alias = await client.get("/v1/models/whisper-1")
     assert alias.status_code == 200 and alias.json()["root"] == "tiny.en"
-    assert_error(await client.get("/v1/models/large-v9"), 400, "model_not_found")
+    assert_error(await client.get("/v1/models/large-v9"), 404, "model_not_found")
 
 
 async def test_health_and_readiness(client):
