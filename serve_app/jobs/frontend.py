@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from serve_app.errors import (
 )
 from serve_app.jobs.groupcommit import GroupCommit
 from serve_app.jobs.retention import DeletionObserver, Retention
+from serve_app.jobs.submits import Submit, persist_submits
 from serve_app.jobs.tracker import EventBatch, TrackerClient, TrackerUnavailable
 from serve_app.jobs.views import JobList, JobView, QueueView
 from serve_app.options import TranscribeOptions
@@ -42,12 +44,11 @@ from serve_app.security.ratelimit import rate_limited
 from serve_app.security.usage import seconds_to_midnight, utc_day
 from serve_app.stores import PresignedPost, S3Settings, open_blob_store, open_job_store
 from serve_app.stores import errors as store_errors
-from serve_app.stores.records import Job, JobStatus, NewJob, Vocabulary, options_hash, utcnow
+from serve_app.stores.records import Job, JobStatus, NewJob, Vocabulary, utcnow
 
 logger = logging.getLogger("ray.serve")
 
 # One submit in a group commit: the new row, its audio, the API key that sent it.
-_Submit = tuple[NewJob, bytes, str | None]
 T = TypeVar("T")
 KEEPALIVE = "keep-alive"  # an event name the SSE route renders as a comment line
 # Job ids are generated hex; anything else cannot name a job (and Postgres refuses NULs).
@@ -90,7 +91,9 @@ class JobsFrontend:
         self.blobs = open_blob_store(
             config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
         )
-        self._submits: GroupCommit[_Submit, tuple[Job, bool]] = GroupCommit(self._persist_batch)
+        self._submits: GroupCommit[Submit, tuple[Job, bool]] = GroupCommit(
+            functools.partial(persist_submits, self.store, self.blobs)
+        )
         self.retention = Retention(config.retention, self.store, self.blobs, deletions)
         service.vocabularies = self.store  # requests name vocabularies by id
 
@@ -156,42 +159,6 @@ class JobsFrontend:
         if created:
             await self.tracker.wake()
         return JobView.of(job), created
-
-    def _persist_batch(self, batch: Sequence[_Submit]) -> list[tuple[Job, bool] | Exception]:
-        """Per submit: dedupe, then the audio objects (synced together), then each row that
-        points at one (blocking). A failed audio write fails every submit that needed it."""
-        results: list[tuple[Job, bool] | Exception | None] = [None] * len(batch)
-        audio: dict[str, bytes] = {}
-        rows: list[int] = []
-        for i, (new, data, _key) in enumerate(batch):
-            try:
-                if new.idempotency_key is None and new.audio_sha256 is not None:
-                    done = self.store.find_succeeded_by_audio(
-                        new.tenant, new.audio_sha256, options_hash(new.model, new.options)
-                    )
-                    if done is not None:
-                        results[i] = (done, False)
-                        continue
-                key = new.audio_key
-                if key and key not in audio and not self.blobs.exists(key):
-                    audio[key] = data
-                rows.append(i)
-            except Exception as exc:
-                results[i] = exc
-        try:
-            self.blobs.put_many(list(audio.items()))
-        except Exception as exc:
-            rows, results = [], [exc if i in rows else r for i, r in enumerate(results)]
-        for i in rows:
-            new, _data, key_id = batch[i]
-            try:
-                job, created = self.store.create_job(new)
-                if created and key_id is not None:
-                    self.store.set_job_key(job.id, key_id)
-                results[i] = (job, created)
-            except Exception as exc:
-                results[i] = exc
-        return [r if r is not None else RuntimeError("submit not persisted") for r in results]
 
     async def _check_active_quota(self, tenant: str, quota: int) -> None:
         # Counted, not reserved: two submissions racing at the edge may both pass.

@@ -4,6 +4,12 @@ Blobs go before the rows that point at them, so a sweep killed anywhere leaves o
 whose objects may already be gone; deleting a missing object is a no-op, so the next sweep
 finishes the work without errors. Audio objects are content-addressed and shared by every
 job of the same audio, so one is deleted only when no other row points at it any more.
+
+A submit of the same audio can race that delete (it may find the object, skip writing
+it, and insert its row just after the sweeper counted). Both sides check again after
+their own write, so one of them always puts the object back: the sweeper re-counts the
+references after deleting and restores the bytes it read first; the submit checks the
+object is still there after inserting its row (`jobs.submits.persist_submits`).
 A job that has not ended is never touched (the store queries select ended jobs only).
 
 Runs wherever a `JobStore` and a `BlobStore` are open: the JobTracker runs the sweeper,
@@ -20,6 +26,7 @@ from typing import Protocol
 
 from serve_app.config import RetentionConfig
 from serve_app.stores import BlobStore, Job, JobStore
+from serve_app.stores.errors import NotFound
 from serve_app.stores.job_store import ExpiryKind
 from serve_app.stores.records import utcnow
 
@@ -114,12 +121,26 @@ class Retention:
                 break
         return done
 
+    def _delete_shared_audio(self, key: str, job_id: str) -> bool:
+        """Delete an audio object nobody else pointed at; False if a new job took it meanwhile."""
+        try:
+            data = self.blobs.get(key)
+        except NotFound:
+            return False  # an earlier, interrupted sweep already deleted it
+        self.blobs.delete(key)
+        if self.store.count_audio_references(key, job_id) == 0:
+            return True
+        self.blobs.put(key, data)  # a submit of the same audio landed between count and delete
+        logger.info("audio %s was resubmitted while being deleted; kept", key)
+        return False
+
     def _delete(self, job: Job, kind: ExpiryKind) -> Deletions:
         """Objects first, then the columns or the row that pointed at them."""
         done = Deletions()
         if job.audio_key and kind in ("audio", "job"):
-            if self.store.count_audio_references(job.audio_key, job.id) == 0:
-                self.blobs.delete(job.audio_key)
+            if self.store.count_audio_references(job.audio_key, job.id) == 0 and (
+                self._delete_shared_audio(job.audio_key, job.id)
+            ):
                 done.add("audio")
             self.store.clear_audio(job.id)
         if kind in ("result", "job"):

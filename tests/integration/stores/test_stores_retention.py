@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from serve_app.config import RetentionConfig
 from serve_app.jobs.retention import Retention
+from serve_app.jobs.submits import persist_submits
 from serve_app.stores import (
     BlobStore,
     Job,
@@ -135,6 +137,71 @@ def test_shared_audio_stays_while_another_job_points_at_it(stores) -> None:
     assert leased is not None and d.store.complete_job(second.id, "w", "results/x.json")
     assert sweeper.sweep(utcnow() + 2 * HOUR).counts == {"audio": 1}
     assert not d.blobs.exists("audio/sa/same")
+
+
+class Interleaved:
+    """Delegates to a store, running `before` once just ahead of the first call of `method`:
+    the other side of a race, placed at its worst moment."""
+
+    def __init__(self, inner: Any, method: str, before: Any) -> None:
+        self._inner, self._method, self._before = inner, method, before
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name != self._method or self._before is None:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            before, self._before = self._before, None
+            before()
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def _resubmit(store: Any, blobs: Any, audio: str) -> Job:
+    key = f"audio/{audio[:2]}/{audio}"
+    # Its own Idempotency-Key: without one, the earlier job's result would be handed back.
+    new = NewJob(
+        tenant="acme",
+        model="tiny.en",
+        audio_key=key,
+        audio_sha256=audio,
+        idempotency_key=uuid.uuid4().hex,
+        request_hash=audio,
+    )
+    [result] = persist_submits(store, blobs, [(new, b"RIFF" + audio.encode(), None)])
+    assert isinstance(result, tuple) and result[1], result
+    return result[0]
+
+
+def test_a_resubmit_between_the_sweepers_count_and_delete_keeps_its_audio(stores) -> None:
+    """The submit finds the object and inserts its row after the sweeper counted 0 refs."""
+    store, blobs = stores
+    d = Deployment(store, blobs)
+    d.job(audio="race1")
+    resubmitted: list[Job] = []
+    racing = Interleaved(blobs, "delete", lambda: resubmitted.append(_resubmit(*stores, "race1")))
+    assert (
+        Retention(RetentionConfig(**SHORT), store, racing).sweep(utcnow() + 2 * HOUR).counts == {}
+    )
+    assert d.has_audio(resubmitted[0])
+    assert blobs.get("audio/ra/race1") == b"RIFFrace1"
+
+
+def test_a_sweep_between_the_submits_check_and_insert_keeps_its_audio(stores) -> None:
+    """The sweeper deletes after the submit saw the object, before the submit's row exists."""
+    store, blobs = stores
+    d = Deployment(store, blobs)
+    d.job(audio="race2")
+    swept: list[dict[str, int]] = []
+
+    def sweep() -> None:
+        swept.append(retention(stores).sweep(utcnow() + 2 * HOUR).counts)
+
+    job = _resubmit(Interleaved(store, "create_job", sweep), blobs, "race2")
+    assert swept == [{"audio": 1}]  # it did delete: the submit put the object back
+    assert d.has_audio(job) and blobs.get("audio/ra/race2") == b"RIFFrace2"
 
 
 def test_tenant_overrides(stores) -> None:
