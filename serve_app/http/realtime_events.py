@@ -45,10 +45,43 @@ class AudioFormat(_Lenient):
     rate: int | None = Field(None, description="24000 (OpenAI's) or 16000")
 
 
+# Decode knobs a session may also set in `transcription` (this server's extension; the
+# names and limits are the `/v1/audio/transcriptions` fields of `TranscribeOptions`).
+LIVE_OPTIONS = (
+    "task",
+    "hotwords",
+    "vocabulary",
+    "temperature",
+    "temperature_fallback",
+    "beam_size",
+    "best_of",
+    "patience",
+    "length_penalty",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "compression_ratio_threshold",
+    "log_prob_threshold",
+    "no_speech_threshold",
+    "suppress_blank",
+    "suppress_tokens",
+    "max_new_tokens",
+)
+
+
 class TranscriptionSettings(_Lenient):
+    """`transcription` of a session: OpenAI's model, language and prompt, plus any of
+    `LIVE_OPTIONS` (other unknown fields are ignored, as OpenAI's clients send more)."""
+
+    model_config = ConfigDict(extra="allow")
+
     model: str | None = Field(None, description="A model id of this service, e.g. whisper-1")
     language: str | None = None
     prompt: str | None = None
+
+    def knobs(self) -> dict[str, object]:
+        """The `LIVE_OPTIONS` this update sets."""
+        extra = self.model_extra or {}
+        return {name: extra[name] for name in LIVE_OPTIONS if name in extra}
 
 
 class TurnDetection(_Lenient):
@@ -156,6 +189,10 @@ class FormatView(BaseModel):
 
 
 class TranscriptionView(BaseModel):
+    """The session's transcription settings: OpenAI's three, then the knobs set so far."""
+
+    model_config = ConfigDict(extra="allow")
+
     model: str
     language: str | None
     prompt: str | None
@@ -348,4 +385,7 @@ def legacy_session_view(session_id: str, settings: SessionSettings) -> LegacySes
 
 def _transcription_view(settings: SessionSettings) -> TranscriptionView:
     options = settings.options
-    return TranscriptionView(model=settings.model, language=options.language, prompt=options.prompt)
+    knobs = options.model_dump(include=set(LIVE_OPTIONS), exclude_unset=True, mode="json")
+    return TranscriptionView(
+        model=settings.model, language=options.language, prompt=options.prompt, **knobs
+    )

@@ -331,6 +331,8 @@ class RealtimeSession:
         if "model" in fields:
             model = update.model or self.service.resolve_model(None).name
         values = {
+            **current.model_dump(exclude_unset=True),  # knobs set by earlier updates stay
+            **update.knobs(),
             "model": model,
             "language": update.language if "language" in fields else current.language,
             "prompt": update.prompt if "prompt" in fields else current.prompt,

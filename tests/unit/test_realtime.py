@@ -193,6 +193,33 @@ async def test_session_created_and_updated_in_both_protocol_versions(url):
         assert event["session"]["turn_detection"]["silence_duration_ms"] == 300
 
 
+async def test_sessions_set_decode_knobs_and_a_bad_one_changes_nothing(stack, data_dir):
+    recorder = ScriptedModelClient(stack)
+    app = build_http_app(stack.service, stack.jobs)
+    async with serving(app) as served, session(served) as client:
+        knobs = {"beam_size": 2, "hotwords": "Zorblax", "temperature": 0.2, "foo": 1}
+        await client.send(type="session.update", session=manual(16000, **knobs))
+        shown = (await client.until("session.updated"))[-1]["session"]["audio"]["input"]
+        assert shown["transcription"] == {
+            "model": "tiny.en", "language": None, "prompt": None,
+            "beam_size": 2, "hotwords": "Zorblax", "temperature": 0.2,
+        }  # fmt: skip
+        # A later update of the language keeps the knobs; a bad knob is refused whole.
+        await client.send(type="session.update", session=manual(16000, language="en"))
+        await client.until("session.updated")
+        bad = manual(16000, beam_size=99, language="de")
+        await client.send(type="session.update", event_id="bad", session=bad)
+        error = await client.error()
+        assert error["event_id"] == "bad" and "beam_size" in error["message"]
+        await client.append(fixture_pcm(data_dir / "hello.wav"))
+        await client.send(type="input_audio_buffer.commit")
+        done = await client.until("conversation.item.input_audio_transcription.completed")
+    assert "hello" in done[-1]["transcript"].lower()
+    options = recorder.finished[0].request.options
+    assert (options.beam_size, options.temperature, options.language) == (2, 0.2, "en")
+    assert options.hotwords == "Zorblax"
+
+
 async def test_manual_commits_match_sync_results_in_commit_order(stack, data_dir):
     hello, weather = data_dir / "hello.wav", data_dir / "weather.wav"
     references = [await sync_text(stack, p.read_bytes()) for p in (hello, weather)]
