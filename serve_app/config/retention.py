@@ -39,6 +39,13 @@ class RetentionConfig(RetentionPolicy):
     max_batches: int = Field(
         50, ge=1, description="Batches per kind in one sweep; the rest waits for the next."
     )
+    upload_hours: float | None = Field(
+        24.0,
+        ge=0,
+        description="Hours a presigned upload (`POST /v1/uploads`, S3 only) is kept after it "
+        "was written; a job copies the audio it names, so this only bounds unused or "
+        "re-submittable uploads. null keeps them (e.g. for an S3 lifecycle rule instead).",
+    )
     tenants: dict[str, RetentionPolicy] = Field(
         default_factory=dict,
         description="Overrides by tenant; fields left out inherit the defaults above.",

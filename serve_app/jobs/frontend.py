@@ -31,7 +31,7 @@ from serve_app.errors import (
     VocabularyNotFound,
 )
 from serve_app.jobs.groupcommit import GroupCommit
-from serve_app.jobs.retention import DeletionObserver, Retention
+from serve_app.jobs.retention import UPLOADS_PREFIX, DeletionObserver, Retention
 from serve_app.jobs.submits import Submit, persist_submits
 from serve_app.jobs.tracker import EventBatch, TrackerClient, TrackerUnavailable
 from serve_app.jobs.views import JobList, JobView, QueueView
@@ -350,4 +350,4 @@ def _known_id(job_id: str, what: str = "job") -> None:
 
 def upload_key(tenant: str, upload_id: str) -> str:
     tenant_part = hashlib.sha256(tenant.encode()).hexdigest()[:16]
-    return f"uploads/{tenant_part}/{upload_id}"
+    return f"{UPLOADS_PREFIX}{tenant_part}/{upload_id}"

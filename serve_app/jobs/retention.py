@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 PURGE = "purge"  # reason of deletions asked for by DELETE /v1/jobs/{id}
 EXPIRED = "expired"  # reason of deletions made by the sweeper
 _KINDS: tuple[ExpiryKind, ...] = ("audio", "result", "job")
+UPLOADS_PREFIX = "uploads/"  # where `POST /v1/uploads` lets clients write (jobs.frontend)
 
 
 class DeletionObserver(Protocol):
@@ -45,7 +46,7 @@ class DeletionObserver(Protocol):
 
 @dataclass
 class Deletions:
-    """What one purge or sweep deleted, by kind: audio / result objects and job rows."""
+    """What one purge or sweep deleted, by kind: audio / result / upload objects, job rows."""
 
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -95,8 +96,19 @@ class Retention:
                 cutoff = self._cutoff(kind, tenant, at)
                 if cutoff is not None:
                     total.merge(self._sweep_kind(kind, cutoff, tenant, excluded))
+        if self.config.upload_hours is not None:
+            total.merge(self._sweep_uploads(at - timedelta(hours=self.config.upload_hours)))
         total.report(self.observer, EXPIRED)
         return total
+
+    def _sweep_uploads(self, cutoff: datetime) -> Deletions:
+        """Presigned uploads written before `cutoff` (no row points at them: jobs copy)."""
+        done = Deletions()
+        limit = self.config.batch_size * self.config.max_batches
+        for key in self.blobs.list_older(UPLOADS_PREFIX, cutoff, limit):
+            self.blobs.delete(key)
+            done.add("upload")
+        return done
 
     def _cutoff(self, kind: ExpiryKind, tenant: str | None, now: datetime) -> datetime | None:
         policy = self.config.policy_for(tenant)

@@ -92,6 +92,11 @@ class BlobStore(Closeable):
     def url_for(self, key: str) -> str:
         """A URL naming the object (file:// or s3://), for logs and job records."""
 
+    @abc.abstractmethod
+    def list_older(self, prefix: str, before: datetime, limit: int) -> list[str]:
+        """Up to `limit` keys under `prefix` (a folder, e.g. `uploads/`) last written before
+        `before`, in no particular order."""
+
 
 def _fsync_dir(path: Path) -> None:
     """Persist a rename: jobs point at blobs, so a committed row must never outlive its file."""
@@ -207,6 +212,24 @@ class FileBlobStore(BlobStore):
 
     def url_for(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    def list_older(self, prefix: str, before: datetime, limit: int) -> list[str]:
+        folder = self.root.joinpath(*validate_key(prefix.rstrip("/")))
+        cutoff = before.timestamp()
+        found: list[str] = []
+        for path in folder.rglob("*") if folder.is_dir() else []:
+            if len(found) >= limit:
+                break
+            try:
+                if (
+                    path.is_file()
+                    and not path.name.startswith(".")
+                    and (path.stat().st_mtime < cutoff)
+                ):
+                    found.append(path.relative_to(self.root).as_posix())
+            except OSError:
+                continue  # deleted meanwhile
+        return found
 
     def close(self) -> None:
         return None  # plain files: nothing is held open between calls
@@ -341,6 +364,22 @@ class S3BlobStore(BlobStore):
 
     def url_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def list_older(self, prefix: str, before: datetime, limit: int) -> list[str]:
+        full = self._key(prefix.rstrip("/")) + "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        found: list[str] = []
+        with _s3_errors(f"list {prefix}"):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    if item["LastModified"] < before:
+                        found.append(item["Key"][strip:])
+                        if len(found) >= limit:
+                            return found
+        return found
 
     def close(self) -> None:
         self._client.close()

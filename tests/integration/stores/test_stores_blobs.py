@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from serve_app.stores import (
     Unsupported,
     open_blob_store,
 )
+from serve_app.stores.records import utcnow
 
 
 def test_put_get_exists_delete(blob_store: BlobStore) -> None:
@@ -35,6 +37,20 @@ def test_put_get_exists_delete(blob_store: BlobStore) -> None:
     blob_store.delete(key)  # idempotent
     with pytest.raises(NotFound):
         blob_store.get(key)
+
+
+def test_list_older_finds_objects_under_a_folder_written_before_a_time(
+    blob_store: BlobStore,
+) -> None:
+    keys = {"uploads/t1/a", "uploads/t1/b", "uploads/t2/c"}
+    for key in keys:
+        blob_store.put(key, b"RIFF")
+    blob_store.put("audio/up/uploads", b"RIFF")  # another folder
+    later, earlier = utcnow() + timedelta(hours=1), utcnow() - timedelta(hours=1)
+    assert set(blob_store.list_older("uploads/", later, 100)) == keys
+    assert blob_store.list_older("uploads/", earlier, 100) == []
+    assert len(blob_store.list_older("uploads/", later, 2)) == 2
+    assert blob_store.list_older("results/", later, 100) == []  # no such folder
 
 
 def test_binary_round_trip_and_put_file(blob_store: BlobStore, tmp_path: Path) -> None:

@@ -204,6 +204,20 @@ def test_a_sweep_between_the_submits_check_and_insert_keeps_its_audio(stores) ->
     assert d.has_audio(job) and blobs.get("audio/ra/race2") == b"RIFFrace2"
 
 
+def test_presigned_uploads_go_after_upload_hours(stores) -> None:
+    d = Deployment(*stores)
+    d.blobs.put("uploads/tenant1/up1", b"RIFF")
+    kept = d.job(audio="up2")
+    assert retention(stores).sweep(utcnow() + 2 * HOUR).counts == {"audio": 1}  # < 24 h
+    assert d.blobs.exists("uploads/tenant1/up1")
+    assert retention(stores, upload_hours=None).sweep(utcnow() + 30 * DAY).counts == {
+        "result": 1, "job": 1,
+    }  # fmt: skip
+    assert d.blobs.exists("uploads/tenant1/up1") and d.row(kept) is None
+    assert retention(stores).sweep(utcnow() + 25 * HOUR).counts == {"upload": 1}
+    assert not d.blobs.exists("uploads/tenant1/up1")
+
+
 def test_tenant_overrides(stores) -> None:
     d = Deployment(*stores)
     default = d.job(tenant="acme", audio="b1")
