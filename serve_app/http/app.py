@@ -20,7 +20,7 @@ from serve_app.pipeline.service import TranscriptionService
 from serve_app.security.keys import Authenticator
 from serve_app.security.ratelimit import RateLimiter
 from serve_app.security.usage import UsageMeter, UsageObserver
-from serve_app.stores import JobStore, open_job_store
+from serve_app.stores import JobStore, StoreTuning, open_job_store
 
 
 def build_http_app(
@@ -44,8 +44,9 @@ def build_http_app(
         redoc_url=None,
     )
     store: JobStore | None = jobs.store if jobs is not None else None
+    tuning = StoreTuning(**config.storage.resilience.model_dump())
     if config.auth.enabled and store is None:
-        store = open_job_store(config.storage.database_url, migrate=True)
+        store = open_job_store(config.storage.database_url, migrate=True, tuning=tuning)
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.limits.max_upload_bytes)
     # Added last = outermost: keys and rate limits are checked before any body is read.
     app.add_middleware(
@@ -54,7 +55,7 @@ def build_http_app(
         limiter=RateLimiter(config.rate_limit, config.storage.redis_url),
     )
     if store is None and config.usage.enabled:
-        store = open_job_store(config.storage.database_url, migrate=True)
+        store = open_job_store(config.storage.database_url, migrate=True, tuning=tuning)
     meter = UsageMeter(store, config.usage, usage)
     install_error_handlers(app)
     install_observability(app, config)  # after add_middleware: outermost, counts refusals
