@@ -58,6 +58,17 @@ class LimitsConfig(_Strict):
     """Bounds on untrusted input."""
 
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="Request body cap.")
+    body_idle_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request body that sends no bytes this long gets 408 and frees its slot.",
+    )
+    max_concurrent_uploads: int = Field(
+        8,
+        ge=1,
+        description="Request bodies in flight per API key (per client address without auth), "
+        "per ingress replica; one more gets 429 before its body is read.",
+    )
     max_audio_duration_s: float = Field(4 * 3600.0, gt=0, description="Decoded length cap.")
     decode_timeout_s: float = Field(120.0, gt=0, description="Wall-clock cap on one decode.")
     request_timeout_s: float = Field(600.0, gt=0, description="Cap on one sync transcription.")

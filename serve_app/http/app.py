@@ -47,7 +47,13 @@ def build_http_app(
     tuning = StoreTuning(**config.storage.resilience.model_dump())
     if config.auth.enabled and store is None:
         store = open_job_store(config.storage.database_url, migrate=True, tuning=tuning)
-    app.add_middleware(UploadLimitMiddleware, max_bytes=config.limits.max_upload_bytes)
+    limits = config.limits
+    app.add_middleware(
+        UploadLimitMiddleware,
+        max_bytes=limits.max_upload_bytes,
+        idle_timeout_s=limits.body_idle_timeout_s,
+        max_uploads=limits.max_concurrent_uploads,
+    )
     # Added last = outermost: keys and rate limits are checked before any body is read.
     app.add_middleware(
         AccessMiddleware,

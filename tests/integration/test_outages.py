@@ -75,7 +75,11 @@ def _config(db_url: str, redis_url: str, s3: Any, bucket_url: str) -> AppConfig:
         limits={"decode_workers": 1},
         # A short key cache: the outage outlasts it, so keys must come from the stale cache.
         auth={"enabled": True, "key_cache_s": 1.0},
-        rate_limit={"enabled": True, "default": {"requests_per_s": 50, "burst": 50}},
+        # max_concurrent = the load's concurrency: one slot left behind would show as a 429.
+        rate_limit={
+            "enabled": True,
+            "default": {"requests_per_s": 50, "burst": 50, "max_concurrent": 3},
+        },
     )
 
 
