@@ -159,9 +159,9 @@ async def test_stalled_uploads_leave_normal_requests_alone(front: str, data_dir:
         return statistics.median(took)
 
     head = (
-        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
-        "Content-Type: multipart/form-data; boundary=xx\r\nContent-Length: 10000000\r\n\r\n"
-    ).encode()
+        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=xx\r\nContent-Length: 10000000\r\n\r\n"
+    )
     async with httpx.AsyncClient(base_url=front, timeout=30) as client:
         await client.post("/v1/audio/transcriptions", files={"file": ("a.wav", audio)})  # warm
         idle = await p50(client)
