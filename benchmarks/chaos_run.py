@@ -7,15 +7,18 @@ service is `LocalStack` over the tiny.en model, loaded once.
 from __future__ import annotations
 
 import asyncio
+import io
 import statistics
 import tempfile
 import time
 import uuid
+import wave
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from benchmarks.chaos import RssPeak, outage_config, run_outage, summarize
 
@@ -147,10 +150,47 @@ async def oversize(tiny: Any, root: Path) -> dict[str, Any]:
             out["declared_2GiB_status"] = raw.split(b" ")[1].decode()
             out["declared_2GiB_answer_s"] = round(time.monotonic() - started, 3)
             out["chunked_pushed_mb"], out["chunked_status"] = await _endless(host, int(port))
-        out["rss_idle_mb"] = round(rss.idle, 1)
-        out["rss_peak_mb"] = round(rss.peak, 1)
-        out["rss_after_mb"] = round(rss.after, 1)
+        out["refused_rss_idle_mb"] = round(rss.idle, 1)
+        out["refused_rss_peak_mb"] = round(rss.peak, 1)
+        # 8 concurrent uploads just under the limit (silence: decoded, no speech to decode).
+        audio = _silence_wav(limit - 64 * 1024)
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=120) as client:
+            # First 8 max-size bodies that are read whole, then refused (text, 415): what
+            # the uploads alone cost, before any decoding.
+            text = b"x" * (limit - 64 * 1024)
+            async with RssPeak() as bodies:
+                files = [{"file": ("a.txt", text)} for _ in range(8)]
+                refused = await asyncio.gather(
+                    *(client.post("/v1/audio/transcriptions", files=f) for f in files)
+                )
+            out["eight_bodies_statuses"] = sorted({r.status_code for r in refused})
+            out["eight_bodies_rss_peak_over_idle_mb"] = round(bodies.peak - bodies.idle, 1)
+            async with RssPeak() as eight:
+                files = [{"file": ("a.wav", audio)} for _ in range(8)]
+                replies = await asyncio.gather(
+                    *(client.post("/v1/audio/transcriptions", files=f) for f in files)
+                )
+            await asyncio.sleep(1.0)
+            settled = psutil.Process().memory_info().rss / 2**20
+        out["eight_max_statuses"] = sorted({r.status_code for r in replies})
+        out["eight_max_rss_idle_mb"] = round(eight.idle, 1)
+        out["eight_max_rss_peak_mb"] = round(eight.peak, 1)
+        bound = 1.5 * eight.idle + 8 * limit / 2**20
+        out["eight_max_bound_mb"] = round(bound, 1)
+        out["eight_max_within_bound"] = eight.peak <= bound
+        out["eight_max_rss_after_1s_mb"] = round(settled, 1)
     return out
+
+
+def _silence_wav(size: int) -> bytes:
+    frames = (size - 44) // 2
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(b"\0\0" * frames)
+    return out.getvalue()
 
 
 async def _endless(host: str, port: int) -> tuple[float, str]:
