@@ -194,6 +194,15 @@ async def wait_succeeded(client: httpx.AsyncClient, job_id: str, timeout: float 
     raise AssertionError(f"job {job_id} not done after {timeout}s")
 
 
+def model_seconds(timing: str | None) -> float:
+    """The model's share of a sync answer (`chunks` in Server-Timing: batcher queue + batch)."""
+    for part in (timing or "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name == "chunks":
+            return float(dur) / 1000
+    return 0.0
+
+
 def summarize(name: str, run: OutageRun, peak_rss_mb: float) -> dict[str, Any]:
     outcomes = run.load.outcomes
     by_phase = {
@@ -207,6 +216,10 @@ def summarize(name: str, run: OutageRun, peak_rss_mb: float) -> dict[str, Any]:
         "statuses": by_phase,
         "answers": len(outcomes),
         "worst_latency_s": round(max((o.seconds for o in outcomes), default=0.0), 3),
+        # Without the model's own time (Server-Timing `chunks`): what the outage could add.
+        "worst_latency_without_model_s": round(
+            max((o.seconds - model_seconds(o.timing) for o in outcomes), default=0.0), 3
+        ),
         "jobs_accepted": len(run.load.accepted),
         "jobs_lost": run.lost,
         "jobs_duplicated": run.duplicated,

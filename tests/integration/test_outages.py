@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 
-from benchmarks.chaos import ANSWER_S, Load, OutageRun, outage_config, run_outage
+from benchmarks.chaos import (
+    ANSWER_S,
+    Load,
+    OutageRun,
+    model_seconds,
+    outage_config,
+    run_outage,
+)
 from serve_app.inference.replica import ModelReplica
 from serve_app.security.keys import create_key
 from serve_app.testing import LocalStack, load_replica
@@ -65,21 +72,14 @@ async def _outage(
         yield run
 
 
-def _model_s(timing: str | None) -> float:
-    """The model's share of a sync answer (`chunks` in Server-Timing: batcher queue + batch)."""
-    for part in (timing or "").split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        if name == "chunks":
-            return float(dur) / 1000
-    return 0.0
-
-
 def _check(load: Load, needs_backend: set[str]) -> None:
     """Every answer in time; 503s only during the outage, only where the backend is needed.
 
     A sync answer's bound leaves out the model's own time: on the shared 2-core CI machine the
     in-process model, busy with the jobs too, is what varies; the outage must add nothing."""
-    slow = [o for o in load.outcomes if o.status == 0 or o.seconds - _model_s(o.timing) > ANSWER_S]
+    slow = [
+        o for o in load.outcomes if o.status == 0 or o.seconds - model_seconds(o.timing) > ANSWER_S
+    ]
     assert not slow, f"answers slower than {ANSWER_S} s: {slow[:5]}"
     for outcome in load.outcomes:
         if outcome.normal_phase or outcome.kind not in needs_backend:
