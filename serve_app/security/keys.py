@@ -25,7 +25,8 @@ KEY_PREFIX = "ws_"
 # Longer tokens are refused before hashing: nothing we issue is that long.
 _MAX_TOKEN_CHARS = 256
 _MAX_CACHED_KEYS = 10_000
-_STALE_WAIT_S = 0.25  # with a stale entry to fall back on, wait no longer for the store
+_STALE_WAIT_S = 1.0  # with a stale entry to fall back on, wait no longer for the store
+# (no shorter: a healthy but busy store must still get to refuse a revoked key)
 ANONYMOUS_KEY_ID = "anonymous"
 # One message for a missing, malformed, unknown or revoked key: no oracle for key states.
 UNAUTHORIZED_MESSAGE = "missing or invalid API key"
