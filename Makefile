@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-APT_PACKAGES := espeak-ng sox postgresql redis-server chromium prometheus
+APT_PACKAGES := espeak-ng sox postgresql redis-server chromium prometheus nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install system-deps lint format unit integration bench bench-quick dashboard-check clean
@@ -27,6 +27,7 @@ system-deps:  ## Debian packages the tests need (servers are started by the test
 	@missing=""; \
 	for cmd in espeak-ng sox redis-server chromium prometheus promtool; do command -v $$cmd >/dev/null || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \

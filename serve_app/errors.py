@@ -117,6 +117,12 @@ class SessionTimeout(ServiceError):
     status, code = 408, "session_timeout"
 
 
+class RequestTimeout(ServiceError):
+    """The request body stopped arriving (`limits.body_idle_timeout_s`)."""
+
+    status, code = 408, "request_timeout"
+
+
 class RateLimited(ServiceError):
     status, code = 429, "rate_limited"
 

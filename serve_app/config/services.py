@@ -18,6 +18,32 @@ class S3Config(_Strict):
     secret_access_key: str | None = None
 
 
+class ResilienceConfig(_Strict):
+    """How store calls fail fast while Postgres, SQLite or S3 is down (issue 16).
+
+    Every store has its own small thread pool (never the one decode and VAD use) and a
+    circuit breaker: after `breaker_failures` consecutive failures it refuses calls at once
+    (503 `backend_unavailable` + `Retry-After`) and lets one probe through every
+    `breaker_open_s`. Field names match `serve_app.stores.StoreTuning`.
+    """
+
+    open_timeout_s: float = Field(30.0, gt=0, description="Wait for the store at start-up.")
+    connect_timeout_s: float = Field(2.0, gt=0, description="Postgres/S3 connect timeout.")
+    statement_timeout_s: float = Field(10.0, gt=0, description="Postgres statement_timeout.")
+    pool_timeout_s: float = Field(
+        1.0, gt=0, description="Wait for a pooled Postgres connection before giving up."
+    )
+    pool_max_size: int = Field(4, ge=1, le=100, description="Postgres connections per process.")
+    executor_workers: int = Field(8, ge=1, le=64, description="Threads per store for its calls.")
+    max_pending: int = Field(
+        64, ge=1, description="Store calls queued or running before more are refused."
+    )
+    breaker_failures: int = Field(2, ge=1, description="Consecutive failures that open it.")
+    breaker_open_s: float = Field(
+        1.0, gt=0, description="Fail fast this long, then probe (also the Retry-After)."
+    )
+
+
 class StorageConfig(_Strict):
     """Where durable state lives. Defaults need no external server."""
 
@@ -25,12 +51,24 @@ class StorageConfig(_Strict):
     blob_url: str = Field("file:///~/.local/share/whisper-serve/blobs")
     redis_url: str | None = None
     s3: S3Config = Field(default_factory=S3Config)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
 
 
 class LimitsConfig(_Strict):
     """Bounds on untrusted input."""
 
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="Request body cap.")
+    body_idle_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request body that sends no bytes this long gets 408 and frees its slot.",
+    )
+    max_concurrent_uploads: int = Field(
+        8,
+        ge=1,
+        description="Request bodies in flight per API key (per client address without auth), "
+        "per ingress replica; one more gets 429 before its body is read.",
+    )
     max_audio_duration_s: float = Field(4 * 3600.0, gt=0, description="Decoded length cap.")
     decode_timeout_s: float = Field(120.0, gt=0, description="Wall-clock cap on one decode.")
     request_timeout_s: float = Field(600.0, gt=0, description="Cap on one sync transcription.")
@@ -136,6 +174,12 @@ class AuthConfig(_Strict):
         le=300,
         description="How long a replica trusts a verified key before looking it up again; "
         "a revoked key stops working within this time.",
+    )
+    key_stale_s: float = Field(
+        3600.0,
+        ge=0,
+        description="While the job store is down, a key verified within this time is still "
+        "served from the cache (a key revoked meanwhile works until the store is back).",
     )
 
 

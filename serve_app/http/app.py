@@ -20,7 +20,7 @@ from serve_app.pipeline.service import TranscriptionService
 from serve_app.security.keys import Authenticator
 from serve_app.security.ratelimit import RateLimiter
 from serve_app.security.usage import UsageMeter, UsageObserver
-from serve_app.stores import JobStore, open_job_store
+from serve_app.stores import JobStore, StoreTuning, open_job_store
 
 
 def build_http_app(
@@ -44,9 +44,16 @@ def build_http_app(
         redoc_url=None,
     )
     store: JobStore | None = jobs.store if jobs is not None else None
+    tuning = StoreTuning(**config.storage.resilience.model_dump())
     if config.auth.enabled and store is None:
-        store = open_job_store(config.storage.database_url, migrate=True)
-    app.add_middleware(UploadLimitMiddleware, max_bytes=config.limits.max_upload_bytes)
+        store = open_job_store(config.storage.database_url, migrate=True, tuning=tuning)
+    limits = config.limits
+    app.add_middleware(
+        UploadLimitMiddleware,
+        max_bytes=limits.max_upload_bytes,
+        idle_timeout_s=limits.body_idle_timeout_s,
+        max_uploads=limits.max_concurrent_uploads,
+    )
     # Added last = outermost: keys and rate limits are checked before any body is read.
     app.add_middleware(
         AccessMiddleware,
@@ -54,7 +61,7 @@ def build_http_app(
         limiter=RateLimiter(config.rate_limit, config.storage.redis_url),
     )
     if store is None and config.usage.enabled:
-        store = open_job_store(config.storage.database_url, migrate=True)
+        store = open_job_store(config.storage.database_url, migrate=True, tuning=tuning)
     meter = UsageMeter(store, config.usage, usage)
     install_error_handlers(app)
     install_observability(app, config)  # after add_middleware: outermost, counts refusals

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,8 +13,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from serve_app.errors import BadRequest, ServiceError
+from serve_app.errors import BackendUnavailable, BadRequest, ServiceError
 from serve_app.http.schemas import StreamErrorDetail
+from serve_app.stores.errors import StoreUnavailable
 
 logger = logging.getLogger("ray.serve")
 
@@ -32,8 +34,35 @@ def validation_summary(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
 
 
+# A backend outage says when to come back: about when the breaker probes again.
+DEFAULT_RETRY_AFTER_S = 1
+
+
+def _headers(exc: ServiceError) -> dict[str, str]:
+    """The error's headers; a 503 `backend_unavailable` always carries `Retry-After`."""
+    if not isinstance(exc, BackendUnavailable) or "Retry-After" in exc.headers:
+        return exc.headers
+    seconds = DEFAULT_RETRY_AFTER_S
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        hinted = getattr(cause, "retry_after_s", None)  # stores.BackendDown: the breaker's
+        if isinstance(hinted, int | float):
+            seconds = max(1, math.ceil(hinted))
+            break
+        cause = cause.__cause__
+    return {**exc.headers, "Retry-After": str(seconds)}
+
+
+def unavailable(exc: StoreUnavailable) -> BackendUnavailable:
+    """A store outage that reached the HTTP layer unmapped."""
+    error = BackendUnavailable(f"storage unavailable: {exc}")
+    error.__cause__ = exc
+    return error
+
+
 def error_response(exc: ServiceError) -> JSONResponse:
-    return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers or None)
+    headers = _headers(exc)
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers or None)
 
 
 def _service_error(exc: BaseException) -> ServiceError | None:
@@ -78,6 +107,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return error_response(_service_error(exc) or exc)
 
+    @app.exception_handler(StoreUnavailable)
+    async def on_store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error_response(unavailable(exc))
+
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
@@ -109,7 +142,7 @@ def _json_headers(exc: ServiceError, body: bytes) -> list[tuple[bytes, bytes]]:
     return [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+        *((k.lower().encode(), v.encode()) for k, v in _headers(exc).items()),
     ]
 
 

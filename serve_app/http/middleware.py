@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.errors import BackendUnavailable, PayloadTooLarge, ServiceError
-from serve_app.http.access import Access
+from serve_app.errors import BackendUnavailable, PayloadTooLarge, RequestTimeout, ServiceError
+from serve_app.http.access import Access, scope_access
 from serve_app.http.docs import ASSET_PATHS
 from serve_app.http.errors import send_json, send_websocket_denial
-from serve_app.security.keys import Authenticator
-from serve_app.security.ratelimit import RateLimiter
+from serve_app.security.keys import ANONYMOUS_KEY_ID, Authenticator
+from serve_app.security.ratelimit import RateLimiter, rate_limited
 
 logger = logging.getLogger("ray.serve")
 
@@ -77,15 +78,30 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
     return None
 
 
-class UploadLimitMiddleware:
-    """Refuses bodies over `max_bytes` while they stream in, before they are buffered."""
+_DRAIN_BYTES = 64 * 1024
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class UploadLimitMiddleware:
+    """Guards request bodies before they are buffered: over `max_bytes` → 413 (declared or
+    counted while streaming), no bytes for `idle_timeout_s` → 408, more than `max_uploads`
+    bodies in flight for one key (one client address without auth) → 429. Bodiless requests
+    (`/healthz`, `/readyz`, GETs) never count, so probes are never behind upload capacity."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        idle_timeout_s: float = 10.0,
+        max_uploads: int = 8,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.max_uploads = max_uploads
+        self._uploads: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
         too_large = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
@@ -93,16 +109,52 @@ class UploadLimitMiddleware:
         if declared is not None and declared > self.max_bytes:
             await send_json(send, too_large)
             return
+        who = _uploader(scope)
+        if self._uploads.get(who, 0) >= self.max_uploads:
+            if declared is not None and declared <= _DRAIN_BYTES:
+                await self._drain(receive)  # else the close may reset the answer away
+            await send_json(send, rate_limited("too many uploads in flight for this client", 1.0))
+            return
+        self._uploads[who] = self._uploads.get(who, 0) + 1
+        try:
+            await self._guarded(scope, receive, send, too_large)
+        finally:
+            left = self._uploads.pop(who) - 1
+            if left > 0:
+                self._uploads[who] = left
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop a small body, so that closing after the answer sends no RST."""
+        try:
+            async with asyncio.timeout(self.idle_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        return
+        except TimeoutError:
+            return
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, too_large: PayloadTooLarge
+    ) -> None:
         received = 0
+        body_done = False
         started = False
+        idle = RequestTimeout(f"no request body bytes for {self.idle_timeout_s:g} s")
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waits for a disconnect (SSE), no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_timeout_s)
+            except TimeoutError:
+                raise idle from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise too_large
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -113,10 +165,26 @@ class UploadLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except PayloadTooLarge:
+        except (PayloadTooLarge, RequestTimeout) as exc:
             if started:
                 raise
-            await send_json(send, too_large)
+            await send_json(send, exc)
+
+
+def _has_body(scope: Scope) -> bool:
+    declared = _content_length(scope)
+    if declared is not None:
+        return declared > 0
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", []))
+
+
+def _uploader(scope: Scope) -> str:
+    """Whose uploads count together: the API key, or the client address without auth."""
+    principal = scope_access(scope).principal
+    if principal.key_id != ANONYMOUS_KEY_ID:
+        return f"key:{principal.key_id}"
+    client = scope.get("client") or ("?", 0)
+    return f"addr:{client[0]}"
 
 
 def _content_length(scope: Scope) -> int | None:

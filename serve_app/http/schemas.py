@@ -295,12 +295,13 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         400: "Bad parameters or empty file",
         401: "Missing or invalid API key (when auth is on)",
         404: "Not found (also another tenant's job)",
+        408: "The request body stopped arriving (limits.body_idle_timeout_s)",
         409: "Conflict (idempotency key reused, or no result yet)",
         413: "Upload or audio too large",
         415: "Not an audio file",
         422: "Audio could not be decoded",
-        429: "Rate limit or concurrency quota exceeded; see Retry-After",
-        503: "Overloaded or a backend is down",
+        429: "Rate limit, concurrency or upload quota exceeded; see Retry-After",
+        503: "Overloaded, or a backend is down (backend_unavailable; see Retry-After)",
     }.items()
 }
 

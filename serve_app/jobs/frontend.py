@@ -42,7 +42,14 @@ from serve_app.results import TranscriptionResult
 from serve_app.security.netguard import check_url, fetch
 from serve_app.security.ratelimit import rate_limited
 from serve_app.security.usage import seconds_to_midnight, utc_day
-from serve_app.stores import PresignedPost, S3Settings, open_blob_store, open_job_store
+from serve_app.stores import (
+    BlobStore,
+    PresignedPost,
+    S3Settings,
+    StoreTuning,
+    open_blob_store,
+    open_job_store,
+)
 from serve_app.stores import errors as store_errors
 from serve_app.stores.records import Job, JobStatus, NewJob, Vocabulary, utcnow
 
@@ -87,12 +94,15 @@ class JobsFrontend:
         self.config = config
         self.service = service
         self.tracker = tracker
-        self.store = open_job_store(config.storage.database_url, migrate=True)
+        tuning = StoreTuning(**config.storage.resilience.model_dump())
+        self.store = open_job_store(config.storage.database_url, migrate=True, tuning=tuning)
         self.blobs = open_blob_store(
-            config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
+            config.storage.blob_url,
+            S3Settings(**config.storage.s3.model_dump()),
+            tuning,
         )
         self._submits: GroupCommit[Submit, tuple[Job, bool]] = GroupCommit(
-            functools.partial(persist_submits, self.store, self.blobs)
+            functools.partial(persist_submits, self.store, self.blobs), run=self.store.guard.run
         )
         self.retention = Retention(config.retention, self.store, self.blobs, deletions)
         service.vocabularies = self.store  # requests name vocabularies by id
@@ -258,7 +268,7 @@ class JobsFrontend:
         key = upload_key(tenant, upload_id)
         limit = self.config.limits.max_upload_bytes
         try:
-            post = await asyncio.to_thread(
+            post = await self.blobs.guard.run(
                 self.blobs.presign_put, key, limit, self.config.jobs.presign_expires_s
             )
         except store_errors.Unsupported as exc:
@@ -325,9 +335,12 @@ class JobsFrontend:
         await self._store(self.store.delete_vocabulary, vocabulary_id, tenant)
 
     async def _store(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking store call in a thread; map store errors to service errors."""
+        """Run a blocking store call on its store's own threads (breaker first); map store
+        errors to service errors."""
+        owner = getattr(fn, "__self__", None)
+        guard = owner.guard if isinstance(owner, BlobStore) else self.store.guard
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await guard.run(fn, *args)
         except store_errors.StoreError as exc:
             raise _service_error(exc) from exc
 

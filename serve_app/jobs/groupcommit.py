@@ -10,8 +10,8 @@ means durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,9 +25,12 @@ class GroupCommit(Generic[T, R]):
         fn: Callable[[Sequence[T]], Sequence[R | Exception]],
         max_batch: int = 64,
         writers: int = 4,
+        run: Callable[..., Awaitable[Any]] = asyncio.to_thread,
     ) -> None:
-        """`fn` returns one entry per item: its result, or the exception that item raised."""
+        """`fn` returns one entry per item: its result, or the exception that item raised.
+        `run(fn, batch)` takes it off the loop (a store's `guard.run`: its own threads)."""
         self._fn = fn
+        self._run = run
         self._max_batch = max_batch
         self._max_writers = writers
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
@@ -49,7 +52,7 @@ class GroupCommit(Generic[T, R]):
             del self._pending[: self._max_batch]
             items = [item for item, _ in batch]
             try:
-                results: Sequence[R | Exception] = await asyncio.to_thread(self._fn, items)
+                results: Sequence[R | Exception] = await self._run(self._fn, items)
             except Exception as exc:  # the whole batch failed: every caller gets it
                 results = [exc] * len(batch)
             except BaseException:  # cancelled (shutdown): so are the callers

@@ -6,7 +6,6 @@ the result object has a deterministic key and is written before the row that poi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -69,18 +68,18 @@ class JobRunner:
 
     async def run(self, job: Job, publish: Publish) -> str:
         """Process `job` to completion; returns the result key. Raises on failure."""
-        checkpoints = await asyncio.to_thread(self.store.load_checkpoints, job.id)
+        checkpoints = await self.store.guard.run(self.store.load_checkpoints, job.id)
         done = {cp.chunk_index: cp.result for cp in checkpoints}
         language = None
         if done:
             first = next(iter(done.values()))
             language = LanguageGuess(first["language"], float(first["language_probability"]))
-        audio = await asyncio.to_thread(self.blobs.get, job.audio_key or "")
+        audio = await self.blobs.guard.run(self.blobs.get, job.audio_key or "")
         prepared = await self.service.prepare(
             audio, job_options(job), Caller(job.tenant, job.priority), language=language
         )
         total = len(prepared.plan.chunks)
-        await asyncio.to_thread(self.store.set_total_chunks, job.id, total)
+        await self.store.guard.run(self.store.set_total_chunks, job.id, total)
         publish(
             "progress",
             {
@@ -95,7 +94,7 @@ class JobRunner:
         results: dict[int, ChunkResult] = {i: record_to_chunk(r) for i, r in done.items()}
         async for index, chunk in self.service.run_chunks(prepared, todo):
             record = chunk_to_record(chunk, prepared.language)
-            new = await asyncio.to_thread(
+            new = await self.store.guard.run(
                 self.store.save_checkpoint, job.id, index, record, self.worker_id
             )
             self.chunks_computed += 1
@@ -124,7 +123,7 @@ class JobRunner:
         body = transcript.to_json()
         key = result_key(job.id)
         # The object first: a row never points at a result that is not there.
-        await asyncio.to_thread(self.blobs.put, key, body, "application/json")
+        await self.blobs.guard.run(self.blobs.put, key, body, "application/json")
         return key
 
 

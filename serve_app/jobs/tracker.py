@@ -36,7 +36,7 @@ from serve_app.jobs.webhooks import DeliveryAttempt, deliver
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.security.netguard import check_url
 from serve_app.security.usage import UsageMeter, UsageObserver
-from serve_app.stores import S3Settings, open_blob_store, open_job_store
+from serve_app.stores import S3Settings, StoreTuning, open_blob_store, open_job_store
 from serve_app.stores.records import Job, JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
@@ -107,9 +107,12 @@ class JobTracker:
         self.jobs_config = config.jobs
         self.worker_id = f"tracker-{uuid.uuid4().hex[:12]}"
         self.epoch = self.worker_id
-        self.store = open_job_store(config.storage.database_url, migrate=True)
+        tuning = StoreTuning(**config.storage.resilience.model_dump())
+        self.store = open_job_store(config.storage.database_url, migrate=True, tuning=tuning)
         self.blobs = open_blob_store(
-            config.storage.blob_url, S3Settings(**config.storage.s3.model_dump())
+            config.storage.blob_url,
+            S3Settings(**config.storage.s3.model_dump()),
+            tuning,
         )
         self.service = TranscriptionService(config, models)
         self.service.vocabularies = self.store
@@ -223,13 +226,13 @@ class JobTracker:
             len(self.running) < capacity
             or loop.time() - self._depths_at >= self.jobs_config.poll_interval_s
         ):
-            queues = TenantQueues.load(await asyncio.to_thread(self.store.tenant_queues))
+            queues = TenantQueues.load(await self.store.guard.run(self.store.tenant_queues))
             self._report_depths(queues)
         while queues is not None and len(self.running) < capacity:
             tenant = self.fair.pick(queues, capacity) if self.jobs_config.fair_share else None
             if tenant is None and self.jobs_config.fair_share:
                 return
-            job = await asyncio.to_thread(
+            job = await self.store.guard.run(
                 self.store.lease_next,
                 self.worker_id,
                 self.jobs_config.lease_seconds,
@@ -270,7 +273,7 @@ class JobTracker:
             await asyncio.sleep(interval)
             for job_id, task in list(self.running.items()):
                 try:
-                    held = await asyncio.to_thread(
+                    held = await self.store.guard.run(
                         self.store.renew_lease,
                         job_id,
                         self.worker_id,
@@ -289,18 +292,18 @@ class JobTracker:
         try:
             key = await self.runner.run(job, publish)
         except asyncio.CancelledError:
-            current = await asyncio.to_thread(self.store.get_job, job.id)
+            current = await self.store.guard.run(self.store.get_job, job.id)
             if current.status == JobStatus.CANCELLED:
                 await self._terminal(current, publish)
             raise
         except Exception as exc:
             await self._failed(job, exc, publish)
             return
-        finished = await asyncio.to_thread(self.store.complete_job, job.id, self.worker_id, key)
+        finished = await self.store.guard.run(self.store.complete_job, job.id, self.worker_id, key)
         seconds = self.runner.durations.pop(job.id, 0.0)
         if finished is not None:
             # Metered once, by the worker whose completion counted.
-            key_id = await asyncio.to_thread(self.store.get_job_key, job.id)
+            key_id = await self.store.guard.run(self.store.get_job_key, job.id)
             await self.meter.record(job.tenant, key_id or "-", job.model, "job", seconds)
             await self._terminal(finished, publish)
 
@@ -320,7 +323,7 @@ class JobTracker:
             )
         else:
             logger.warning("job %s failed permanently: %s", job.id, message)
-        updated = await asyncio.to_thread(
+        updated = await self.store.guard.run(
             self.store.fail_job, job.id, self.worker_id, message, retry_at
         )
         if updated is None:
@@ -351,7 +354,7 @@ class JobTracker:
             if self.observer is not None:
                 self.observer.webhook_attempt(attempt.ok)
             try:
-                await asyncio.to_thread(
+                await self.store.guard.run(
                     self.store.record_webhook_delivery,
                     job.id,
                     attempt.attempt,

@@ -25,6 +25,8 @@ KEY_PREFIX = "ws_"
 # Longer tokens are refused before hashing: nothing we issue is that long.
 _MAX_TOKEN_CHARS = 256
 _MAX_CACHED_KEYS = 10_000
+_STALE_WAIT_S = 1.0  # with a stale entry to fall back on, wait no longer for the store
+# (no shorter: a healthy but busy store must still get to refuse a revoked key)
 ANONYMOUS_KEY_ID = "anonymous"
 # One message for a missing, malformed, unknown or revoked key: no oracle for key states.
 UNAUTHORIZED_MESSAGE = "missing or invalid API key"
@@ -63,7 +65,7 @@ def unauthorized() -> Unauthorized:
 @dataclass
 class _Cached:
     key: ApiKey
-    expires: float
+    verified: float  # clock() when the store last confirmed it
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Authenticator:
 
     With `config.enabled` False every request is the anonymous principal of
     `config.default_tenant`. Verified keys are cached per replica for `key_cache_s`.
+    While the store is down, a key verified within `key_stale_s` is served from that cache.
     """
 
     config: AuthConfig
@@ -101,12 +104,9 @@ class Authenticator:
         if token is None:
             raise unauthorized()
         digest = hash_key(token)
-        key = self._cached(digest)
+        key = self._cached(digest, self.config.key_cache_s)
         if key is None:
-            key = await asyncio.to_thread(self._lookup, digest)
-            if key is None:
-                raise unauthorized()
-            self._remember(digest, key)
+            key = await self._verify(digest)
         return Principal(
             tenant=key.tenant,
             key_id=key.id,
@@ -114,33 +114,69 @@ class Authenticator:
             limits=self.limits.limits_for(key.id, key.name, key.tenant),
         )
 
+    async def _verify(self, digest: str) -> ApiKey:
+        """Look the key up; while the store is down or slow, a recently verified key comes
+        from the cache (waiting at most `_STALE_WAIT_S` for the store)."""
+        assert self.store is not None
+        stale = self._cached(digest, self.config.key_stale_s)
+        lookup = asyncio.ensure_future(self.store.guard.run(self._lookup, digest))
+        try:
+            if stale is None:
+                key = await lookup
+            else:
+                key = await asyncio.wait_for(asyncio.shield(lookup), _STALE_WAIT_S)
+        except (store_errors.StoreError, TimeoutError) as exc:
+            lookup.add_done_callback(self._settled(digest))
+            if stale is None:
+                raise BackendUnavailable("the key store is unavailable; retry") from exc
+            return stale
+        if key is None:
+            raise unauthorized()
+        self._remember(digest, key)
+        return key
+
+    def _settled(self, digest: str) -> Callable[[asyncio.Future[ApiKey | None]], None]:
+        """A late lookup still refreshes (or, for a revoked key, drops) the cached entry."""
+
+        def settle(done: asyncio.Future[ApiKey | None]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            key = done.result()
+            if key is None:
+                self._cache.pop(digest, None)
+            else:
+                self._remember(digest, key)
+
+        return settle
+
     def _lookup(self, digest: str) -> ApiKey | None:
         assert self.store is not None
-        try:
-            key = self.store.get_api_key_by_hash(digest)
-        except store_errors.StoreError as exc:
-            raise BackendUnavailable("the key store is unavailable; retry") from exc
+        key = self.store.get_api_key_by_hash(digest)
         # The index lookup found the row by hash; compare again in constant time so the
         # decision never depends on how many leading characters matched.
         if key is None or not hmac.compare_digest(key.key_sha256, digest):
             return None
         return key
 
-    def _cached(self, digest: str) -> ApiKey | None:
+    def _cached(self, digest: str, max_age_s: float) -> ApiKey | None:
+        """The key if verified less than `max_age_s` ago (entries live for the stale window)."""
         entry = self._cache.get(digest)
         if entry is None:
             return None
-        if entry.expires <= self.clock() or not hmac.compare_digest(entry.key.key_sha256, digest):
+        if not hmac.compare_digest(entry.key.key_sha256, digest):
             self._cache.pop(digest, None)
             return None
-        return entry.key
+        age = self.clock() - entry.verified
+        if age >= max(self.config.key_cache_s, self.config.key_stale_s):
+            self._cache.pop(digest, None)
+        return entry.key if age < max_age_s else None
 
     def _remember(self, digest: str, key: ApiKey) -> None:
         if self.config.key_cache_s <= 0:
             return
         if len(self._cache) >= _MAX_CACHED_KEYS:
             self._cache.clear()  # rare; a refill costs one lookup per active key
-        self._cache[digest] = _Cached(key, self.clock() + self.config.key_cache_s)
+        self._cache[digest] = _Cached(key, self.clock())
 
 
 def _bearer_token(authorization: str | None) -> str | None:

@@ -4,7 +4,10 @@ With `storage.redis_url` the state lives in Redis and is updated by Lua scripts 
 so every ingress replica shares one bucket per key and the check-and-take is atomic; Redis'
 own clock is used, so replicas' clocks do not matter. Without Redis — or while it is
 unreachable — each replica keeps its own in-process buckets: the limit then holds per replica
-(N replicas let up to N times the budget through).
+(N replicas let up to N times the budget through). A circuit breaker (`stores.CircuitBreaker`)
+decides: one failure opens it for `_REDIS_RETRY_S`, then the next call probes Redis again.
+A slot whose release could not reach Redis is released when Redis answers again, so an outage
+leaves no slot behind (no 429s after recovery).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from redis.exceptions import RedisError
 from serve_app.config import RateLimitConfig
 from serve_app.errors import RateLimited
 from serve_app.security.keys import Principal
+from serve_app.stores.guard import CircuitBreaker
 
 logger = logging.getLogger("ray.serve")
 
@@ -69,7 +73,8 @@ return 1
 """
 
 _MAX_LOCAL_KEYS = 50_000
-_REDIS_RETRY_S = 5.0  # after a Redis failure, use local state this long before trying again
+_REDIS_RETRY_S = 1.0  # after a Redis failure, use local state this long before trying again
+_MAX_ORPHANS = 10_000
 _REDIS_TIMEOUT_S = 0.5
 
 
@@ -138,7 +143,8 @@ class RateLimiter:
         self._redis: Any = None
         self._bucket_script: Any = None
         self._slot_script: Any = None
-        self._redis_down_until = 0.0
+        self.breaker = CircuitBreaker("redis", failures=1, open_s=_REDIS_RETRY_S, clock=clock)
+        self._orphans: list[tuple[str, str]] = []  # (slots key, token) still held in Redis
         if redis_url and config.enabled:
             import redis.asyncio as aioredis
 
@@ -158,7 +164,7 @@ class RateLimiter:
     @property
     def shared(self) -> bool:
         """True while decisions come from Redis (shared by every replica)."""
-        return self._redis is not None and self.clock() >= self._redis_down_until
+        return self._redis is not None and not self.breaker.refusing()
 
     async def hit(self, principal: Principal) -> None:
         """Take one token from the principal's bucket or raise RateLimited."""
@@ -198,9 +204,11 @@ class RateLimiter:
                 allowed, wait_ms = await self._bucket_script(
                     keys=[self._key("bucket", key_id)], args=[rate, capacity, 1]
                 )
-                return Decision(bool(int(allowed)), int(wait_ms) / 1000)
             except (RedisError, OSError) as exc:  # degrade to per-replica limits
                 self._redis_failed(exc)
+            else:
+                await self._redis_ok()
+                return Decision(bool(int(allowed)), int(wait_ms) / 1000)
         return self.local.take(key_id, rate, capacity)
 
     async def _acquire_slot(self, key_id: str, limit: int) -> Callable[[], Any] | None:
@@ -209,17 +217,23 @@ class RateLimiter:
             key = self._key("slots", key_id)
             ttl_ms = int(self.config.slot_ttl_s * 1000)
             try:
-                if not int(await self._slot_script(keys=[key], args=[limit, token, ttl_ms])):
-                    return None
+                taken = int(await self._slot_script(keys=[key], args=[limit, token, ttl_ms]))
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
             else:
+                await self._redis_ok()
+                if not taken:
+                    return None
 
                 async def release_shared() -> None:
                     try:
                         await self._redis.zrem(key, token)
-                    except (RedisError, OSError) as exc:  # the slot expires after slot_ttl_s anyway
-                        self._redis_failed(exc)
+                    except BaseException as exc:  # Redis down, or the caller cancelled
+                        self._orphan(key, token)
+                        if isinstance(exc, RedisError | OSError):
+                            self._redis_failed(exc)
+                        else:
+                            raise
 
                 return release_shared
         if not self.local_slots.acquire(key_id, limit):
@@ -231,13 +245,28 @@ class RateLimiter:
         return release_local
 
     def _redis_failed(self, exc: BaseException) -> None:
-        if self.clock() >= self._redis_down_until:
+        if not self.breaker.is_open:
             logger.warning(
-                "rate limiter: Redis unavailable (%s); per-replica limits for %.0f s",
+                "rate limiter: Redis unavailable (%s); per-replica limits until it answers",
                 type(exc).__name__,
-                _REDIS_RETRY_S,
             )
-        self._redis_down_until = self.clock() + _REDIS_RETRY_S
+        self.breaker.failed(exc)
+
+    def _orphan(self, key: str, token: str) -> None:
+        if len(self._orphans) < _MAX_ORPHANS:  # past that, slot_ttl_s expires them
+            self._orphans.append((key, token))
+
+    async def _redis_ok(self) -> None:
+        """Redis answered: close the breaker and release the slots an outage left behind."""
+        self.breaker.succeeded()
+        while self._orphans:
+            key, token = self._orphans.pop()
+            try:
+                await self._redis.zrem(key, token)
+            except (RedisError, OSError) as exc:
+                self._orphans.append((key, token))
+                self._redis_failed(exc)
+                return
 
 
 def rate_limited(message: str, retry_after_s: float) -> RateLimited:

@@ -23,6 +23,7 @@ from serve_app.stores.records import UsageRecord
 
 logger = logging.getLogger("ray.serve")
 OTHER_TENANTS = "other"
+_RECORD_WAIT_S = 0.25
 
 
 class UsageObserver(Protocol):
@@ -52,6 +53,7 @@ class UsageMeter:
         self.config = config
         self.observer = observer
         self._labelled: set[str] = set()
+        self._writes: set[asyncio.Future[None]] = set()  # usage writes that outlived record()
 
     def _label(self, tenant: str) -> str:
         if tenant in self._labelled:
@@ -64,24 +66,32 @@ class UsageMeter:
     async def record(
         self, tenant: str, key_id: str, model: str, source: str, seconds: float
     ) -> None:
-        """Add `seconds` of audio; a store failure is logged, never fails the request."""
+        """Add `seconds` of audio; a store failure is logged, never fails the request, and a
+        slow store holds the caller at most `_RECORD_WAIT_S` (the write goes on meanwhile)."""
         if self.observer is not None:
             self.observer.audio_seconds(self._label(tenant), model, source, seconds)
         if self.store is None or seconds <= 0:
             return
+        write = asyncio.ensure_future(self._write(tenant, key_id, model, source, seconds))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        await asyncio.wait([write], timeout=_RECORD_WAIT_S)
+
+    async def _write(self, tenant: str, key_id: str, model: str, source: str, seconds: float):
+        assert self.store is not None
         try:
-            await asyncio.to_thread(
+            await self.store.guard.run(
                 self.store.add_usage, tenant, key_id, model, source, seconds, utc_day()
             )
-        except store_errors.StoreError:
-            logger.exception("usage of tenant %s not recorded", tenant)
+        except store_errors.StoreError as exc:
+            logger.warning("usage of tenant %s not recorded: %s", tenant, exc)
 
     async def admit(self, key_id: str, minutes_per_day: float | None, seconds: float) -> None:
         """429 (Retry-After: next UTC midnight) when `seconds` more would pass the quota."""
         if minutes_per_day is None or self.store is None:
             return
         try:
-            spent = await asyncio.to_thread(self.store.key_usage_on, key_id, utc_day())
+            spent = await self.store.guard.run(self.store.key_usage_on, key_id, utc_day())
         except store_errors.StoreError as exc:
             raise BackendUnavailable(f"storage unavailable: {exc}") from exc
         quota = minutes_per_day * 60
@@ -96,6 +106,6 @@ class UsageMeter:
         if self.store is None:
             return []
         try:
-            return await asyncio.to_thread(self.store.usage_between, tenant, from_day, to_day)
+            return await self.store.guard.run(self.store.usage_between, tenant, from_day, to_day)
         except store_errors.StoreError as exc:
             raise BackendUnavailable(f"storage unavailable: {exc}") from exc

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from .blob import BlobStore, FileBlobStore, PresignedPost, S3BlobStore, S3Settings
 from .errors import Conflict, InvalidKey, NotFound, StoreError, StoreUnavailable, Unsupported
+from .guard import BackendDown, BackendGuard, CircuitBreaker, StoreTuning
 from .job_store import JobStore
 from .records import (
     ApiKey,
@@ -28,8 +29,11 @@ from .records import (
 
 __all__ = [
     "ApiKey",
+    "BackendDown",
+    "BackendGuard",
     "BlobStore",
     "ChunkCheckpoint",
+    "CircuitBreaker",
     "Conflict",
     "FileBlobStore",
     "InvalidKey",
@@ -42,6 +46,7 @@ __all__ = [
     "S3BlobStore",
     "S3Settings",
     "StoreError",
+    "StoreTuning",
     "StoreUnavailable",
     "Unsupported",
     "WebhookDelivery",
@@ -60,8 +65,11 @@ def _redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def open_job_store(database_url: str, *, migrate: bool = False) -> JobStore:
-    """Open a job store; `migrate=True` also applies pending schema migrations."""
+def open_job_store(
+    database_url: str, *, migrate: bool = False, tuning: StoreTuning | None = None
+) -> JobStore:
+    """Open a job store; `migrate=True` also applies pending schema migrations. `tuning`:
+    timeouts, executor and breaker settings (defaults fail fast within about a second)."""
     scheme = database_url.split(":", 1)[0].lower()
     store: JobStore
     if scheme == "sqlite":
@@ -74,12 +82,12 @@ def open_job_store(database_url: str, *, migrate: bool = False) -> JobStore:
             raise ValueError("SQLite URL names no file")
         from .sqlite_store import SqliteJobStore
 
-        store = SqliteJobStore(path)
+        store = SqliteJobStore(path, tuning=tuning)
     elif scheme in ("postgresql", "postgres"):
         # Imported lazily so SQLite-only setups never load psycopg.
         from .postgres_store import PostgresJobStore
 
-        store = PostgresJobStore(database_url)
+        store = PostgresJobStore(database_url, tuning=tuning)
     else:
         raise ValueError(f"unsupported database URL {_redact(database_url)!r}")
     if migrate:
@@ -91,7 +99,9 @@ def open_job_store(database_url: str, *, migrate: bool = False) -> JobStore:
     return store
 
 
-def open_blob_store(blob_url: str, s3: S3Settings | None = None) -> BlobStore:
+def open_blob_store(
+    blob_url: str, s3: S3Settings | None = None, tuning: StoreTuning | None = None
+) -> BlobStore:
     """Open a blob store; for s3:// the bucket is created if it does not exist yet."""
     parts = urlsplit(blob_url)
     scheme = parts.scheme.lower()
@@ -106,7 +116,7 @@ def open_blob_store(blob_url: str, s3: S3Settings | None = None) -> BlobStore:
     if scheme == "s3":
         if not parts.netloc:
             raise ValueError(f"S3 URLs look like s3://bucket/prefix, got {blob_url!r}")
-        store = S3BlobStore(parts.netloc, unquote(parts.path), s3)
+        store = S3BlobStore(parts.netloc, unquote(parts.path), s3, tuning)
         try:
             store.ensure_bucket()
         except BaseException:

@@ -25,6 +25,7 @@ from botocore.config import Config
 
 from .closeable import Closeable
 from .errors import InvalidKey, NotFound, StoreError, StoreUnavailable, Unsupported
+from .guard import StoreTuning
 from .records import utcnow
 
 
@@ -220,15 +221,10 @@ class FileBlobStore(BlobStore):
         for path in folder.rglob("*") if folder.is_dir() else []:
             if len(found) >= limit:
                 break
-            try:
-                if (
-                    path.is_file()
-                    and not path.name.startswith(".")
-                    and (path.stat().st_mtime < cutoff)
-                ):
+            with contextlib.suppress(OSError):  # deleted meanwhile
+                hidden = path.name.startswith(".")  # a put's temp file
+                if not hidden and path.is_file() and path.stat().st_mtime < cutoff:
                     found.append(path.relative_to(self.root).as_posix())
-            except OSError:
-                continue  # deleted meanwhile
         return found
 
     def close(self) -> None:
@@ -271,8 +267,16 @@ def _s3_errors(what: str) -> Iterator[None]:
 class S3BlobStore(BlobStore):
     """Objects under `s3://bucket/prefix/` on AWS S3 or a compatible server (path-style)."""
 
-    def __init__(self, bucket: str, prefix: str = "", settings: S3Settings | None = None):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        settings: S3Settings | None = None,
+        tuning: StoreTuning | None = None,
+    ):
         settings = settings or S3Settings()
+        tuning = tuning or StoreTuning()
+        self._use_guard("s3", tuning)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix:
@@ -291,11 +295,17 @@ class S3BlobStore(BlobStore):
                 # Path-style works with every S3-compatible server and needs no wildcard DNS.
                 s3={"addressing_style": "path"},
                 retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=10,
+                connect_timeout=tuning.connect_timeout_s,
                 read_timeout=60,
             ),
         )
         self._region = settings.region
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Boto errors → store errors, counted by the breaker (fails fast while S3 is down)."""
+        with self.guard.breaker.guard(), _s3_errors(what):
+            yield
 
     def _key(self, key: str) -> str:
         validate_key(key)
@@ -323,36 +333,36 @@ class S3BlobStore(BlobStore):
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
-        with _s3_errors(f"put {key}"):
+        with self._errors(f"put {key}"):
             self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
 
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else None
-        with _s3_errors(f"upload {key}"):
+        with self._errors(f"upload {key}"):
             self._client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
 
     def get(self, key: str) -> bytes:
-        with _s3_errors(f"get {key}"):
+        with self._errors(f"get {key}"):
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
             return bytes(response["Body"].read())
 
     def exists(self, key: str) -> bool:
         try:
-            with _s3_errors(f"head {key}"):
+            with self._errors(f"head {key}"):
                 self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except NotFound:
             return False
         return True
 
     def delete(self, key: str) -> None:
-        with _s3_errors(f"delete {key}"):
+        with self._errors(f"delete {key}"):
             self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def presign_put(self, key: str, max_bytes: int, expires_s: int = 900) -> PresignedPost:
         if max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
         expires_at = utcnow() + timedelta(seconds=expires_s)
-        with _s3_errors(f"presign {key}"):
+        with self._errors(f"presign {key}"):
             post = self._client.generate_presigned_post(
                 Bucket=self.bucket,
                 Key=self._key(key),
@@ -383,3 +393,4 @@ class S3BlobStore(BlobStore):
 
     def close(self) -> None:
         self._client.close()
+        self.guard.close()

@@ -5,9 +5,14 @@ from __future__ import annotations
 import abc
 from typing import Self
 
+from .guard import Guarded
 
-class Closeable(abc.ABC):
-    """Holds connections or clients until `close()`; a `with` block closes it on exit."""
+
+class Closeable(Guarded, abc.ABC):
+    """Holds connections or clients until `close()`; a `with` block closes it on exit.
+
+    `guard` (from `Guarded`) is the store's breaker and executor: async callers use
+    `await store.guard.run(store.method, ...)`."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .errors import Conflict, NotFound, StoreError, StoreUnavailable
+from .guard import StoreTuning
 from .job_store import load_queries
 from .records import Row, to_utc, utcnow
 from .sql_base import Clock, Tx
@@ -74,36 +76,47 @@ class PostgresJobStore(SqlJobStore):
         self,
         conninfo: str,
         *,
-        min_size: int = 1,
-        max_size: int = 4,
-        timeout_s: float = 30.0,
+        tuning: StoreTuning | None = None,
         clock: Clock = utcnow,
     ) -> None:
         super().__init__(clock)
+        tuning = tuning or StoreTuning()
+        self._use_guard("postgres", tuning)
         # Bytes: psycopg's typed API wants literal or bytes queries, not arbitrary str.
         self._queries = {k: _to_pyformat(v).encode() for k, v in load_queries(self.dialect).items()}
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Row]] = (
             psycopg_pool.ConnectionPool(
                 conninfo,
-                min_size=min_size,
-                max_size=max_size,
-                timeout=timeout_s,
+                min_size=1,
+                max_size=tuning.pool_max_size,
+                # Short: while the server is down a caller waits this long, not 30 s.
+                timeout=tuning.pool_timeout_s,
                 open=False,
                 # Autocommit so that every unit of work is an explicit `conn.transaction()`.
-                kwargs={"autocommit": True, "row_factory": dict_row},
+                kwargs={
+                    "autocommit": True,
+                    "row_factory": dict_row,
+                    # libpq rounds below 2 s up to 2 s.
+                    "connect_timeout": max(2, math.ceil(tuning.connect_timeout_s)),
+                    "options": f"-c statement_timeout={int(tuning.statement_timeout_s * 1000)}",
+                },
                 # Re-validate idle connections: the server may have restarted since they were used.
                 check=psycopg_pool.ConnectionPool.check_connection,
                 name="job-store",
+                # Give a failed reconnect up soon: the next caller (the breaker's probe) starts
+                # a fresh attempt at once, where the pool's own backoff would wait 8 s and more.
+                reconnect_timeout=tuning.pool_timeout_s,
             )
         )
         try:
-            self._pool.open(wait=True, timeout=timeout_s)
+            # Start-up may wait for the server longer than a request would.
+            self._pool.open(wait=True, timeout=tuning.open_timeout_s)
         except psycopg.Error as exc:
             self._pool.close()
             raise StoreUnavailable(f"cannot connect to Postgres: {exc}") from exc
 
     @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Tx]:
+    def _open_transaction(self, write: bool = True) -> Iterator[Tx]:
         try:
             with self._pool.connection() as conn, conn.transaction():
                 yield _PgTx(conn, self._queries)
@@ -112,3 +125,4 @@ class PostgresJobStore(SqlJobStore):
 
     def close(self) -> None:
         self._pool.close()
+        self.guard.close()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,10 +35,22 @@ class SqlBase:
     def __init__(self, clock: Clock = utcnow) -> None:
         self._clock = clock
 
-    @abc.abstractmethod
-    def _transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Tx]:
         """A transaction that commits on success, rolls back on error and maps driver errors.
-        `write=False` promises only reads, which lets SQLite skip the database write lock."""
+        `write=False` promises only reads, which lets SQLite skip the database write lock.
+        While the store's breaker is open it fails at once (`BackendDown`)."""
+        guard: Any = getattr(self, "guard", None)
+        if guard is None:
+            with self._open_transaction(write) as tx:
+                yield tx
+            return
+        with guard.breaker.guard(), self._open_transaction(write) as tx:
+            yield tx
+
+    @abc.abstractmethod
+    def _open_transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
+        """The driver's transaction behind `_transaction`."""
 
     def _one(self, tx: Tx, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
         found = tx.rows(query, params)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Conflict, NotFound, StoreError, StoreUnavailable
+from .guard import StoreTuning
 from .job_store import load_queries
 from .records import Row, canonical_json, to_utc, utcnow
 from .sql_base import Clock, Tx
@@ -107,8 +108,16 @@ class SqliteJobStore(SqlJobStore):
 
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0, clock: Clock = utcnow):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_s: float = 30.0,
+        tuning: StoreTuning | None = None,
+        clock: Clock = utcnow,
+    ):
         super().__init__(clock)
+        self._use_guard("sqlite", tuning)
         self._queries = load_queries(self.dialect)
         self._lock = threading.RLock()
         target = str(path)
@@ -125,7 +134,7 @@ class SqliteJobStore(SqlJobStore):
         self.path = target
 
     @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Tx]:
+    def _open_transaction(self, write: bool = True) -> Iterator[Tx]:
         with self._lock:
             if self._conn is None:
                 raise StoreError("job store is closed")
@@ -150,3 +159,4 @@ class SqliteJobStore(SqlJobStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        self.guard.close()

@@ -88,3 +88,20 @@ def test_quick_benchmark_against_deployed_app(whisper_app, tmp_path):
     for name in ("latest.png", "latest-shapes.png"):
         png = (tmp_path / name).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_quick_chaos_suite_writes_its_tables(tmp_path, model_cache):
+    """The chaos suite's cheap scenarios (no server is stopped here: test_outages.py does
+    that on the session's servers); only the shape of the output is checked."""
+    from benchmarks.chaos import main
+
+    out = tmp_path / "chaos"
+    argv = ["--quick", "--scenarios", "stalled,oversize", "--out", str(out)]
+    results = main([*argv, "--model-cache", str(model_cache)])
+    assert json.loads((out / "chaos.json").read_text()) == results
+    assert "## 200 stalled uploads" in (out / "chaos.md").read_text()
+    stalled, oversize = results
+    assert stalled["healthz_while_stalled"] == 200
+    assert stalled["statuses"]["stalled uploads"] == {"408": 200}
+    assert oversize["declared_2GiB_status"] == "413"
+    assert oversize["chunked_status"] == "413"

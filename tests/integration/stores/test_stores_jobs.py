@@ -292,11 +292,13 @@ def test_api_keys(job_store: JobStore) -> None:
 
 
 def test_unreachable_postgres_raises_store_unavailable() -> None:
+    from serve_app.stores.guard import StoreTuning
     from serve_app.stores.postgres_store import PostgresJobStore
     from tests.fixtures.processes import free_port
 
     with pytest.raises(StoreUnavailable):
-        PostgresJobStore(f"postgresql://nobody@127.0.0.1:{free_port()}/x", timeout_s=1)
+        url = f"postgresql://nobody@127.0.0.1:{free_port()}/x"
+        PostgresJobStore(url, tuning=StoreTuning(open_timeout_s=1))
 
 
 @pytest.mark.parametrize("url", ["mysql://x/y", "sqlite://relative.db", "sqlite:///"])
