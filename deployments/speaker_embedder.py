@@ -20,7 +20,7 @@ from serve_app.inference.speaker import SpeakerReplica
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16)
 class SpeakerEmbedder:
     """Holds one `SpeakerReplica`; `embed` takes a list of clips, returns (n, 256)."""
 

@@ -15,7 +15,7 @@ class SpeakerEmbedderConfig(_Strict):
     weights: str | None = Field(
         None, description="Path of a GE2E checkpoint; default: resemblyzer's pretrained.pt."
     )
-    num_cpus: float = Field(0.5, gt=0.0, le=64.0, description="CPU share per replica.")
+    num_cpus: float = Field(0.1, gt=0.0, le=64.0, description="CPU share per replica.")
     num_gpus: float = Field(
         0.0, ge=0.0, le=1.0, description="GPU share per replica (the numpy encoder uses none)."
     )

@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from serve_app.errors import BadRequest
 from serve_app.options import ResponseFormat, Task, TranscribeOptions
@@ -173,6 +180,14 @@ class TranscriptionForm(TranscribeOptions):
     def logprobs(self) -> bool:
         return "logprobs" in (self.include or ()) and self.response_format in LOGPROB_FORMATS
 
+    @model_validator(mode="before")
+    @classmethod
+    def _diarizing_format(cls, data: object) -> object:
+        # diarized_json is the diarizing format (as OpenAI's): it implies diarize=true.
+        if isinstance(data, dict) and data.get("response_format") == "diarized_json":
+            return {**data, "diarize": True}
+        return data
+
     @field_validator("known_speaker_references", mode="before")
     @classmethod
     def _files_apart(cls, value: object) -> object:
@@ -186,16 +201,13 @@ class TranscriptionForm(TranscribeOptions):
         `references`: the known speakers' clips when they came as files."""
         grains = self.granularities
         fields = self.model_dump(include=set(TranscribeOptions.model_fields))
-        speakers = self.diarize or self.multichannel or self.response_format == "diarized_json"
-        if speakers and self.response_format not in SPEAKER_FORMATS:
+        if (self.diarize or self.multichannel) and self.response_format not in SPEAKER_FORMATS:
             raise BadRequest(
                 f"response_format {self.response_format} cannot carry speakers or channels; "
                 f"use one of {', '.join(SPEAKER_FORMATS)}"
             )
         fields.update(
             task=task,
-            # diarized_json is the diarizing format: it implies diarize=true.
-            diarize=self.diarize or self.response_format == "diarized_json",
             known_speaker_references=(
                 self.known_speaker_references if references is None else references
             ),

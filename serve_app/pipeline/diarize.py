@@ -28,6 +28,7 @@ from serve_app.pipeline.decode import SAMPLE_RATE
 from serve_app.results import Segment, Word
 
 _EMBED_CALL_CLIPS = 32  # clips per SpeakerEmbedder call: requests share its batches
+_LONE_WORD_S = 0.6
 
 
 @dataclass
@@ -189,11 +190,25 @@ def _vote(
 
 
 def _smooth(words: list[Word]) -> None:
-    """A lone short word between two words of one other speaker takes their speaker."""
-    for i in range(1, len(words) - 1):
-        before, word, after = words[i - 1], words[i], words[i + 1]
-        if before.speaker == after.speaker != word.speaker and word.end - word.start < 0.6:
-            word.speaker = before.speaker
+    """A lone short word whose neighbours in the segment share another speaker takes theirs.
+
+    Windows straddling a turn change (< 0.3 s of silence) lean towards the speaker with
+    more audio in them, which can pull the turn's last or first word over; Whisper's
+    segments rarely cut a turn there, so such a word at a segment's edge follows its
+    neighbour.
+    """
+    n = len(words)
+    for i, word in enumerate(words):
+        if word.end - word.start >= _LONE_WORD_S or n < 3:
+            continue
+        if 0 < i < n - 1:
+            before, after = words[i - 1].speaker, words[i + 1].speaker
+        elif i == 0:  # an edge word follows a neighbouring run of at least two words
+            before = after = words[1].speaker if words[1].speaker == words[2].speaker else None
+        else:
+            before = after = words[-2].speaker if words[-2].speaker == words[-3].speaker else None
+        if before is not None and before == after != word.speaker:
+            word.speaker = before
 
 
 def _split(segment: Segment, words: list[Word]) -> list[Segment]:
