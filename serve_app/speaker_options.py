@@ -72,6 +72,10 @@ class SpeakerOptions(BaseModel):
             raise ValueError(
                 "known_speaker_names and known_speaker_references must have one entry each"
             )
+        if self.diarize and self.multichannel:
+            raise ValueError(
+                "diarize and multichannel cannot be combined: channels label the speakers"
+            )
         if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
             raise ValueError("min_speakers must be <= max_speakers")
         if self.num_speakers is not None and (self.min_speakers or self.max_speakers):

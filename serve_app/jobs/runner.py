@@ -86,6 +86,8 @@ class JobRunner:
         prepared = await self.service.prepare(
             audio, job_options(job), Caller(job.tenant, job.priority), language=language
         )
+        if prepared.channels:
+            return await self._multichannel(job, prepared)
         total = len(prepared.plan.chunks)
         await asyncio.to_thread(self.store.set_total_chunks, job.id, total)
         publish(
@@ -122,6 +124,15 @@ class JobRunner:
             )
         prepared.timings["chunks"] = round(time.monotonic() - started, 4)
         return await self._store_result(job, prepared, results, publish)
+
+    async def _multichannel(self, job: Job, prepared: PreparedAudio) -> str:
+        """multichannel=true: the channels decode together, as one step (no chunk checkpoints:
+        a chunk index names a chunk of one track)."""
+        transcript = await self.service.transcribe_prepared(prepared)
+        self.durations[job.id] = prepared.plan.duration
+        key = result_key(job.id)
+        await asyncio.to_thread(self.blobs.put, key, transcript.to_json(), "application/json")
+        return key
 
     async def _diarization(
         self, job: Job, prepared: PreparedAudio, publish: Publish

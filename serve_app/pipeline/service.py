@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 import uuid
@@ -30,12 +31,13 @@ from serve_app.errors import (
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ModelClient, ReplicaInfo
 from serve_app.inference.speaker import SpeakerClient
 from serve_app.options import Caller, DecodeOptions, FallbackPolicy, TranscribeOptions
+from serve_app.pipeline.channels import merge_channels
 from serve_app.pipeline.chunking import ChunkPlan, plan_chunks, restore_timestamps
 from serve_app.pipeline.diarize import Diarizer, DiarizeRequest, SpeakerWindows
 from serve_app.pipeline.fallback import decode_with_fallback
 from serve_app.pipeline.references import diarize_request
 from serve_app.pipeline.sandbox import DecoderPool
-from serve_app.pipeline.timing import Clock, first_window, validate_array
+from serve_app.pipeline.timing import Clock, first_window, fit_to_model, validate_array
 from serve_app.pipeline.vocabulary import VocabularySource, apply_spellings, hotwords_with
 from serve_app.results import LanguageGuess, Segment, TranscriptionResult
 from serve_app.stores import errors as store_errors
@@ -63,6 +65,7 @@ class PreparedAudio:
     # diarize=true: the decoded samples (windows are cut from them) and the settings.
     samples: np.ndarray | None = None
     speakers: DiarizeRequest | None = None
+    channels: list[PreparedAudio] = field(default_factory=list)  # multichannel: one each
 
 
 @dataclass
@@ -165,9 +168,12 @@ class TranscriptionService:
         pending = decode.batch_key() if decode.language else f"*{model.name}"
         self._preparing[pending] += 1
         try:
-            samples = await self._samples(audio)
+            samples = await self._samples(audio, options.multichannel)
             clock.lap("decode")
-            plan = await asyncio.to_thread(plan_chunks, samples, options.vad_settings())
+            tracks = list(samples) if samples.ndim == 2 else [samples]  # multichannel: rows
+            vad = options.vad_settings()
+            plans = [await asyncio.to_thread(plan_chunks, track, vad) for track in tracks]
+            plan = next((p for p in plans if p.chunks), plans[0])  # language: first speech
             clock.lap("vad")
             if language is None:
                 language = LanguageGuess(decode.language or "en", 1.0)
@@ -177,7 +183,7 @@ class TranscriptionService:
             clock.lap("language")
         finally:
             self._preparing[pending] -= 1
-        return PreparedAudio(
+        prepared = PreparedAudio(
             model=model.name,
             plan=plan,
             options=decode.with_language(language.language),
@@ -191,6 +197,9 @@ class TranscriptionService:
             samples=samples if speakers is not None else None,
             speakers=speakers,
         )
+        if options.multichannel:
+            prepared.channels = [dataclasses.replace(prepared, plan=p) for p in plans]
+        return prepared
 
     async def _speakers(self, options: TranscribeOptions) -> DiarizeRequest:
         if self.diarizer is None:
@@ -346,6 +355,9 @@ class TranscriptionService:
         )
 
     async def _transcribe_prepared(self, prepared: PreparedAudio) -> TranscriptionResult:
+        if prepared.channels:  # all channels' chunks are in the batchers at once
+            tracks = [self._transcribe_prepared(channel) for channel in prepared.channels]
+            return merge_channels(list(await asyncio.gather(*tracks)))
         started = time.monotonic()
         # Speaker windows are embedded on their own deployment while the chunks decode.
         embedding = (
@@ -370,28 +382,18 @@ class TranscriptionService:
         )
         return transcript
 
-    async def _samples(self, audio: bytes | np.ndarray) -> np.ndarray:
+    async def _samples(self, audio: bytes | np.ndarray, multichannel: bool = False) -> np.ndarray:
         limits = self.config.limits
         if isinstance(audio, np.ndarray):
-            return validate_array(audio, limits.max_audio_duration_s)
+            return validate_array(
+                audio, limits.max_audio_duration_s, limits.max_channels if multichannel else None
+            )
         if not isinstance(audio, bytes | bytearray | memoryview):
             raise BadRequest("audio must be bytes (an encoded file) or a 16 kHz float32 array")
         decoded = await self._decoder.decode(
             bytes(audio),
             max_duration_s=limits.max_audio_duration_s,
             timeout_s=limits.decode_timeout_s,
+            max_channels=limits.max_channels if multichannel else None,
         )
         return decoded.samples
-
-
-def fit_to_model(options: DecodeOptions, model: ReplicaInfo) -> DecodeOptions:
-    """Check options against what a model can do; settles the language where it can."""
-    if options.task == "translate" and not model.multilingual:
-        raise BadRequest(
-            "this model is English-only and cannot translate; use a multilingual model"
-        )
-    if options.language is not None and options.language not in model.languages:
-        raise BadRequest(f"unsupported language {options.language!r} for this model")
-    if not model.multilingual and options.language != "en":
-        return options.with_language("en")  # faster-whisper forces English on .en models
-    return options
