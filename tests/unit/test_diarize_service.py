@@ -14,13 +14,14 @@ import pytest
 
 from serve_app.jobs.runner import DIARIZATION, JobRunner
 from serve_app.options import TranscribeOptions
+from serve_app.pipeline.references import to_data_url
 from serve_app.results import TranscriptionResult
 from serve_app.stores import open_blob_store, open_job_store
 from serve_app.stores.records import NewJob
 from serve_app.testing import LocalStack
 from tests.conversation import SENTENCES, Turn, conversation, speak, wav_bytes
 from tests.der import der
-from tests.unit.conftest import LOOP, assert_error
+from tests.unit.conftest import LOOP, assert_error, wait_job
 
 pytestmark = LOOP
 
@@ -209,3 +210,33 @@ async def test_a_restarted_job_redoes_neither_stage(idle_stack: LocalStack, two)
         assert TranscriptionResult.from_json(blobs.get(key)).segments == result.segments
         windows = store.load_stages(job.id)[DIARIZATION]
         assert np.array(windows["embeddings"]).shape[1] == 256
+
+
+async def test_a_job_carries_the_speaker_options(client, two):
+    audio, turns = two
+    refs = [to_data_url(wav_bytes(speak(v, SENTENCES[9]))) for v in TWO]
+    reply = await client.post(
+        "/v1/jobs",
+        files={"file": ("talk.wav", audio)},
+        data={
+            "diarize": "true",
+            "known_speaker_names[]": ["Max", "Fiona"],
+            "known_speaker_references[]": refs,
+        },
+    )
+    assert reply.status_code == 202, reply.text
+    job = await wait_job(client, reply.json()["id"])
+    assert job["status"] == "succeeded", job
+    result = await client.get(f"/v1/jobs/{job['id']}/result", params={"format": "diarized_json"})
+    speakers = [s["speaker"] for s in result.json()["segments"]]
+    assert speakers == [{TWO[0]: "Max", TWO[1]: "Fiona"}[t.speaker] for t in turns]
+    bad = await client.post(
+        "/v1/jobs",
+        files={"file": ("talk.wav", audio)},
+        data={
+            "diarize": "true",
+            "known_speaker_names[]": "Max",
+            "known_speaker_references[]": "data:text/html;base64,PGI+",
+        },
+    )
+    assert_error(bad, 415)
