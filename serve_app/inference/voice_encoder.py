@@ -114,11 +114,6 @@ def partial_slices(n_samples: int, rate: float, min_coverage: float = 0.75) -> l
     return slices
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
-    return out
-
-
 @dataclass(frozen=True)
 class _Layer:
     w_ih: np.ndarray  # (in, 4H), transposed for x @ w
@@ -133,12 +128,17 @@ class VoiceEncoder:
         checkpoint = load_checkpoint(weights or packaged_weights())
         state = checkpoint.get("model_state", checkpoint)
         self.layers: list[_Layer] = []
+        # Gates are [i, f, g, o]; sigmoid(x) = (1 + tanh(x / 2)) / 2, so with the i, f and o
+        # columns pre-scaled by 1/2 one tanh per step serves all four gates.
+        scale = np.ones(4 * EMBEDDING_SIZE, np.float32)
+        scale[: 2 * EMBEDDING_SIZE] = 0.5
+        scale[3 * EMBEDDING_SIZE :] = 0.5
         for n in range(3):
             self.layers.append(
                 _Layer(
-                    np.ascontiguousarray(state[f"lstm.weight_ih_l{n}"].T),
-                    np.ascontiguousarray(state[f"lstm.weight_hh_l{n}"].T),
-                    state[f"lstm.bias_ih_l{n}"] + state[f"lstm.bias_hh_l{n}"],
+                    np.ascontiguousarray(state[f"lstm.weight_ih_l{n}"].T * scale),
+                    np.ascontiguousarray(state[f"lstm.weight_hh_l{n}"].T * scale),
+                    (state[f"lstm.bias_ih_l{n}"] + state[f"lstm.bias_hh_l{n}"]) * scale,
                 )
             )
         self.linear_w = np.ascontiguousarray(state["linear.weight"].T)
@@ -159,12 +159,11 @@ class VoiceEncoder:
             c = np.zeros((batch, hidden), np.float32)
             outputs = np.empty((batch, frames, hidden), np.float32)
             for t in range(frames):
-                gates = gates_x[:, t] + h @ layer.w_hh
-                i = _sigmoid(gates[:, :hidden])
-                f = _sigmoid(gates[:, hidden : 2 * hidden])
-                g = np.tanh(gates[:, 2 * hidden : 3 * hidden])
-                o = _sigmoid(gates[:, 3 * hidden :])
-                c = f * c + i * g
+                z = np.tanh(gates_x[:, t] + h @ layer.w_hh)
+                i = 0.5 + 0.5 * z[:, :hidden]
+                f = 0.5 + 0.5 * z[:, hidden : 2 * hidden]
+                o = 0.5 + 0.5 * z[:, 3 * hidden :]
+                c = f * c + i * z[:, 2 * hidden : 3 * hidden]
                 h = o * np.tanh(c)
                 outputs[:, t] = h
             x = outputs

@@ -3,12 +3,13 @@
 Runs in the ingress (sync requests, handles) and in the tracker (the diarization stage of
 a job). The embeddings come from the SpeakerEmbedder deployment through `SpeakerClient`;
 clustering (`clustering.py`) and labelling are cheap and run here. Windows of `window_s`
-(1.6 s: one GE2E partial) step by `hop_s` over the Silero VAD speech regions the
+(1.6 s: one GE2E partial) step by `hop_s` (1.2 s) over the Silero VAD speech regions the
 transcription already found, so embedding can run while the chunks decode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from dataclasses import dataclass, field, replace
 
@@ -97,10 +98,13 @@ class Diarizer:
         c = self.config
         ranges = speech_windows(speech, samples.shape[0], c.window_s, c.hop_s, c.min_window_s)
         clips = [samples[s:e] for s, e in ranges]
-        parts = [
-            await self.client.embed(clips[i : i + _EMBED_CALL_CLIPS])
-            for i in range(0, len(clips), _EMBED_CALL_CLIPS)
-        ]
+        # All calls at once: the SpeakerEmbedder batches them (with other requests' calls).
+        parts = await asyncio.gather(
+            *(
+                self.client.embed(clips[i : i + _EMBED_CALL_CLIPS])
+                for i in range(0, len(clips), _EMBED_CALL_CLIPS)
+            )
+        )
         embeddings = np.concatenate(parts) if parts else np.zeros((0, 256), np.float32)
         bounds = np.array(ranges, np.float64).reshape(-1, 2) / SAMPLE_RATE
         return SpeakerWindows(bounds[:, 0], bounds[:, 1], embeddings)
