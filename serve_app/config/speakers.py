@@ -48,12 +48,12 @@ class DiarizationConfig(_Strict):
         description="Clusters merge while their (mean-centred) cosine similarity is above "
         "this, when the speaker count is not given.",
     )
-    same_voice_similarity: float = Field(
-        0.85,
-        ge=-1.0,
-        le=1.0,
-        description="Clusters whose raw (uncentred) centroids are this similar are one voice "
-        "(without a speaker count).",
+    same_voice_gap: float = Field(
+        0.12,
+        ge=0.0,
+        le=2.0,
+        description="Without a speaker count, two clusters are one voice when their raw "
+        "(uncentred) similarity across is within this of their similarity inside.",
     )
     min_cluster: float = Field(
         0.05, ge=0.0, le=0.5, description="Clusters with fewer windows than this share fold in."

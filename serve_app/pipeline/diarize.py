@@ -131,9 +131,7 @@ class Diarizer:
         )
         if count.exact is None:
             low, _ = count.bounds(n, self.config.max_speakers)
-            labels = merge_same_voice(
-                windows.embeddings, labels, self.config.same_voice_similarity, low
-            )
+            labels = merge_same_voice(windows.embeddings, labels, self.config.same_voice_gap, low)
         cents = centroids(x, labels)
         names = [_letter(i) for i in range(cents.shape[0])]
         if references.shape[0]:

@@ -79,6 +79,13 @@ async def test_two_and_three_speakers_are_found_and_timed(client, two, three):
             assert labels.setdefault(turn.speaker, inside[0]) == inside[0]
 
 
+@pytest.mark.parametrize("voice", ["en-us+f5", "en-029+Andy"])
+async def test_one_voice_is_one_speaker(client, voice):
+    audio, _ = conversation([(0, 0), (0, 1), (0, 2)], [0.2, 0.6], (voice,))
+    body = await _diarize(client, wav_bytes(audio))
+    assert {s["speaker"] for s in body["segments"]} == {"A"}
+
+
 async def test_speaker_counts_are_honoured(client, two):
     audio, _ = two
     forced = await _diarize(client, audio, num_speakers="3")
