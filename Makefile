@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q --no-deps resemblyzer==0.1.4
 	rm -f $(VENV)/.installed-* && touch $@
 
 system-deps:  ## Debian packages the tests need (servers are started by the tests)

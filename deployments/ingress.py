@@ -17,7 +17,7 @@ from serve_app.jobs.actor import RayTrackerClient, get_or_create_tracker
 from serve_app.jobs.frontend import JobsFrontend
 from serve_app.observability import DeletionMetrics, LiveMetrics, PhaseMetrics, UsageMetrics
 from serve_app.options import INTERACTIVE_PRIORITY, Caller, TranscribeOptions
-from serve_app.pipeline.clients import ray_clients
+from serve_app.pipeline.clients import RaySpeakerClient, ray_clients
 from serve_app.pipeline.priority import lower_cpu_priority
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.results import TranscriptionResult
@@ -33,12 +33,20 @@ class Ingress:
     same path (and the same cross-request batches) as the HTTP routes.
     """
 
-    def __init__(self, config: AppConfig, transcribers: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        transcribers: dict[str, DeploymentHandle],
+        speakers: DeploymentHandle | None = None,
+    ) -> None:
         lower_cpu_priority(config.ingress.nice)
-        self.service = TranscriptionService(config, ray_clients(transcribers))
+        speaker_client = RaySpeakerClient(speakers) if speakers is not None else None
+        self.service = TranscriptionService(config, ray_clients(transcribers), speaker_client)
         self.jobs: JobsFrontend | None = None
         if config.jobs.enabled:
-            tracker = RayTrackerClient(lambda: get_or_create_tracker(config, transcribers))
+            tracker = RayTrackerClient(
+                lambda: get_or_create_tracker(config, transcribers, speakers)
+            )
             self.jobs = JobsFrontend(config, self.service, tracker, DeletionMetrics())
         self.usage = UsageMetrics()
         store = self.jobs.store if self.jobs is not None else None

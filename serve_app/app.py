@@ -8,8 +8,9 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from deployments.ingress import Ingress
+from deployments.speaker_embedder import SpeakerEmbedder
 from deployments.transcriber import Transcriber
-from serve_app.config import AppConfig, ModelConfig
+from serve_app.config import AppConfig, ModelConfig, SpeakerEmbedderConfig
 
 
 def transcriber_options(model: ModelConfig) -> dict[str, Any]:
@@ -31,8 +32,24 @@ def transcriber_options(model: ModelConfig) -> dict[str, Any]:
     return options
 
 
+def speaker_embedder_options(config: SpeakerEmbedderConfig) -> dict[str, Any]:
+    """Ray Serve deployment options of the SpeakerEmbedder (its own resources and scaling)."""
+    options: dict[str, Any] = {
+        "name": config.deployment_name,
+        "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "health_check_period_s": 10,
+    }
+    scaling = config.autoscaling
+    if scaling.min_replicas == scaling.max_replicas and scaling.initial_replicas is None:
+        options["num_replicas"] = scaling.min_replicas
+    else:
+        options["autoscaling_config"] = scaling.to_serve()
+    return options
+
+
 def build_app(args: AppConfig | dict[str, Any]) -> Application:
-    """One Transcriber deployment per configured model, behind one Ingress.
+    """One Transcriber deployment per configured model and a SpeakerEmbedder, behind one Ingress.
 
     `serve run/deploy serve_config.yaml` passes the raw `args:` dict: with postponed
     annotations Serve cannot see the AppConfig type to validate it, so it is done here.
@@ -45,6 +62,13 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
         .bind(model, str(args.cache_path), args.storage.s3)
         for model in args.models
     }
+    speakers = (
+        cast(Deployment, SpeakerEmbedder)
+        .options(**speaker_embedder_options(args.speaker_embedder))
+        .bind(args.speaker_embedder)
+        if args.speaker_embedder.enabled
+        else None
+    )
     return (
         cast(Deployment, Ingress)
         .options(
@@ -55,5 +79,5 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
             },
             max_ongoing_requests=args.ingress.max_ongoing_requests,
         )
-        .bind(args, transcribers)
+        .bind(args, transcribers, speakers)
     )

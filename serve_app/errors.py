@@ -37,6 +37,10 @@ class EmptyFile(BadRequest):
     code = "empty_file"
 
 
+class TooManyChannels(BadRequest):
+    code = "too_many_channels"
+
+
 class UnknownModel(BadRequest):
     code = "model_not_found"
 

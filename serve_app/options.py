@@ -26,9 +26,10 @@ from pydantic import (
 
 from serve_app.errors import BadRequest
 from serve_app.form_values import split_list, unbracket
+from serve_app.speaker_options import SpeakerOptions
 
 Task = Literal["transcribe", "translate"]
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 
 # Higher runs first in the replica's batcher: live and interactive calls outrank jobs (0-9).
@@ -127,7 +128,7 @@ class ServerVadChunking(BaseModel):
     )
 
 
-class TranscribeOptions(BaseModel):
+class TranscribeOptions(SpeakerOptions):
     """A caller's transcription options (everything but the audio and the caller).
 
     Defaults are `BatchedInferencePipeline.transcribe`'s, except `temperature` (a single
@@ -333,8 +334,9 @@ class TranscribeOptions(BaseModel):
             beam_size=self.beam_size,
             temperature=self.temperature,
             initial_prompt=self.prompt,
-            word_timestamps=self.word_timestamps,
-            without_timestamps=not self.segment_timestamps,
+            # Speakers are put on words: diarization needs them aligned.
+            word_timestamps=self.word_timestamps or self.diarize,
+            without_timestamps=not (self.segment_timestamps or self.diarize),
             hotwords=self.hotwords,
             patience=self.patience,
             length_penalty=self.length_penalty,

@@ -21,6 +21,8 @@ class Word:
     end: float
     word: str
     probability: float
+    speaker: str | None = None  # diarize=true
+    channel: int | None = None  # multichannel=true: 0-based input channel
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Segment:
     no_speech_prob: float
     temperature: float
     words: list[Word] | None = None
+    speaker: str | None = None
+    channel: int | None = None
 
 
 @dataclass

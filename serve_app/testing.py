@@ -1,7 +1,8 @@
 """The whole service in one process: real replicas, tracker and HTTP app, without Ray.
 
 The way procrastinate ships `InMemoryConnector`: `LocalModelClient` runs the very replica
-code a Transcriber deployment runs (engine, batcher, packing), and `LocalStack` wires it
+code a Transcriber deployment runs (engine, batcher, packing; `LocalSpeakerClient` the
+SpeakerEmbedder's), and `LocalStack` wires it
 to the transcription service, the job tracker, the job front end and the FastAPI app, on
 the embedded SQLite and folder stores. Unit tests drive it with httpx's ASGI transport;
 a notebook can use it to try options without starting a cluster.
@@ -13,6 +14,7 @@ a notebook can use it to try options without starting a cluster.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +28,7 @@ from serve_app.config import AppConfig, ModelConfig
 from serve_app.http.app import build_http_app
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ReplicaInfo, ReplicaStats
 from serve_app.inference.replica import ModelReplica
+from serve_app.inference.speaker import SpeakerReplica
 from serve_app.inference.weights import resolve_weights, select_device
 from serve_app.jobs.frontend import JobsFrontend
 from serve_app.jobs.tracker import EventBatch, JobTracker
@@ -58,6 +61,16 @@ class LocalModelClient:
         return self.replica.stats()
 
 
+class LocalSpeakerClient:
+    """`SpeakerClient` over a `SpeakerReplica` in this process (one request per batch)."""
+
+    def __init__(self, replica: SpeakerReplica) -> None:
+        self.replica = replica
+
+    async def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        return (await asyncio.to_thread(self.replica.embed_many, [list(clips)]))[0]
+
+
 class LocalTrackerClient:
     """`TrackerClient` over a `JobTracker` running in this event loop."""
 
@@ -85,7 +98,10 @@ class LocalStack:
     """
 
     def __init__(
-        self, config: AppConfig, replicas: Mapping[str, ModelReplica] | None = None
+        self,
+        config: AppConfig,
+        replicas: Mapping[str, ModelReplica] | None = None,
+        speakers: SpeakerReplica | None = None,
     ) -> None:
         self.config = config
         given = dict(replicas or {})
@@ -93,7 +109,10 @@ class LocalStack:
             m.name: given.get(m.name) or load_replica(m, config.cache_path) for m in config.models
         }
         self.models = {name: LocalModelClient(r) for name, r in self.replicas.items()}
-        self.service = TranscriptionService(config, self.models)
+        self.speakers: LocalSpeakerClient | None = None
+        if config.speaker_embedder.enabled:
+            self.speakers = LocalSpeakerClient(speakers or SpeakerReplica())
+        self.service = TranscriptionService(config, self.models, self.speakers)
         self.tracker: JobTracker | None = None
         self.jobs: JobsFrontend | None = None
         self._app: FastAPI | None = None
@@ -106,7 +125,7 @@ class LocalStack:
 
     async def __aenter__(self) -> Self:
         if self.config.jobs.enabled:
-            self.tracker = JobTracker(self.config, self.models)
+            self.tracker = JobTracker(self.config, self.models, speakers=self.speakers)
             self.tracker.start()
             self.jobs = JobsFrontend(self.config, self.service, LocalTrackerClient(self.tracker))
         self._app = build_http_app(self.service, self.jobs)

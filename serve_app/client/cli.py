@@ -36,6 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="never share a 30 s window with your other short clips (window packing)",
     )
+    submit.add_argument("--diarize", action="store_true", help="label who spoke (speakers)")
+    submit.add_argument("--num-speakers", type=int, default=None)
+    submit.add_argument("--min-speakers", type=int, default=None)
+    submit.add_argument("--max-speakers", type=int, default=None)
+    submit.add_argument(
+        "--speaker",
+        action="append",
+        default=[],
+        metavar="NAME=CLIP",
+        help="a known speaker and a short audio clip of them (repeatable; implies --diarize)",
+    )
+    submit.add_argument(
+        "--multichannel", action="store_true", help="transcribe each channel on its own"
+    )
     submit.add_argument("--priority", type=int, default=None, choices=range(10))
     submit.add_argument("--wait", action="store_true", help="wait and print the results")
     submit.add_argument("--format", default="text", choices=RESPONSE_FORMATS)
@@ -162,6 +176,15 @@ def _transcribe(client: JobsClient, args: argparse.Namespace) -> int:
     if missing:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
+    known: dict[str, str | Path | bytes] = {}
+    for spec in args.speaker:
+        name, sep, clip = spec.partition("=")
+        if not sep or not name or not Path(clip).is_file():
+            print(
+                f"error: --speaker wants NAME=CLIP with an existing file: {spec}", file=sys.stderr
+            )
+            return 2
+        known[name] = Path(clip)
     jobs = []
     for path in args.files:
         job = client.submit(
@@ -172,6 +195,12 @@ def _transcribe(client: JobsClient, args: argparse.Namespace) -> int:
             word_timestamps=args.words,
             pack=args.pack,
             priority=args.priority,
+            diarize=args.diarize,
+            num_speakers=args.num_speakers,
+            min_speakers=args.min_speakers,
+            max_speakers=args.max_speakers,
+            known_speakers=known or None,
+            multichannel=args.multichannel,
         )
         jobs.append((path, job))
         print(f"{job['id']}  {job['status']:<9}  {path}", file=sys.stderr)

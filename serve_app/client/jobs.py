@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -79,8 +80,18 @@ class JobsClient:
         webhook_url: str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        diarize: bool = False,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        known_speakers: dict[str, str | Path | bytes] | None = None,
+        multichannel: bool = False,
     ) -> dict[str, Any]:
-        """Upload audio (a path or bytes) as a job; returns the job view."""
+        """Upload audio (a path or bytes) as a job; returns the job view.
+
+        `known_speakers` maps names to short reference clips (paths or bytes), sent as
+        data URLs in `known_speaker_references[]`.
+        """
         if isinstance(audio, bytes):
             name, content = "audio", audio
         else:
@@ -94,11 +105,26 @@ class JobsClient:
         fields |= {k: v for k, v in optional.items() if v is not None}
         if priority is not None:
             fields["priority"] = str(priority)
+        if diarize or known_speakers:
+            fields["diarize"] = "true"
+        if multichannel:
+            fields["multichannel"] = "true"
+        counts = {"num_speakers": num_speakers, "min_speakers": min_speakers}
+        counts["max_speakers"] = max_speakers
+        fields |= {k: str(v) for k, v in counts.items() if v is not None}
+        form: dict[str, Any] = dict(fields)
+        if known_speakers:
+            form["known_speaker_names[]"] = list(known_speakers)
+            form["known_speaker_references[]"] = [
+                "data:application/octet-stream;base64,"
+                + base64.b64encode(c if isinstance(c, bytes) else Path(c).read_bytes()).decode()
+                for c in known_speakers.values()
+            ]
         if metadata:
             fields["metadata"] = json.dumps(metadata)
         headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
         response = self._http.post(
-            "/v1/jobs", files={"file": (name, content)}, data=fields, headers=headers
+            "/v1/jobs", files={"file": (name, content)}, data=form, headers=headers
         )
         return _json(response)
 

@@ -33,6 +33,7 @@ from serve_app.config.services import (
     StorageConfig,
     UsageConfig,
 )
+from serve_app.config.speakers import DiarizationConfig, SpeakerEmbedderConfig
 
 __all__ = [
     "MODEL_NAME_RE",
@@ -40,6 +41,7 @@ __all__ = [
     "AuthConfig",
     "AutoscalingSettings",
     "BatchSettings",
+    "DiarizationConfig",
     "IngressConfig",
     "JobsConfig",
     "LimitsConfig",
@@ -53,6 +55,7 @@ __all__ = [
     "RetentionPolicy",
     "S3Config",
     "ServerVadSettings",
+    "SpeakerEmbedderConfig",
     "StorageConfig",
     "UsageConfig",
 ]
@@ -78,6 +81,8 @@ class AppConfig(_Strict):
     realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    speaker_embedder: SpeakerEmbedderConfig = Field(default_factory=SpeakerEmbedderConfig)
+    diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> AppConfig:

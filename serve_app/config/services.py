@@ -72,6 +72,9 @@ class LimitsConfig(_Strict):
     max_audio_duration_s: float = Field(4 * 3600.0, gt=0, description="Decoded length cap.")
     decode_timeout_s: float = Field(120.0, gt=0, description="Wall-clock cap on one decode.")
     request_timeout_s: float = Field(600.0, gt=0, description="Cap on one sync transcription.")
+    max_channels: int = Field(
+        8, ge=1, le=64, description="multichannel=true: most channels (400 above)."
+    )
     decode_workers: int = Field(
         2, ge=1, le=64, description="Child processes per replica that decode untrusted audio."
     )

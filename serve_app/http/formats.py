@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 from serve_app.http.schemas import (
+    DiarizedSegment,
+    DiarizedTranscription,
     DurationUsage,
     TokenLogprob,
     TranscriptionJSON,
@@ -17,6 +19,7 @@ from serve_app.results import Segment, TranscriptionResult
 MEDIA_TYPES: dict[str, str] = {
     "json": "application/json",
     "verbose_json": "application/json",
+    "diarized_json": "application/json",
     "text": "text/plain; charset=utf-8",
     "srt": "application/x-subrip; charset=utf-8",
     "vtt": "text/vtt; charset=utf-8",
@@ -29,7 +32,7 @@ def render(
     granularities: frozenset[str] = frozenset(),
     *,
     logprobs: bool = False,
-) -> str | TranscriptionJSON | VerboseTranscription:
+) -> str | TranscriptionJSON | VerboseTranscription | DiarizedTranscription:
     """JSON formats return their wire model (with `usage`), text formats a string."""
     if fmt == "json":
         return TranscriptionJSON(
@@ -41,6 +44,8 @@ def render(
         body = verbose_json(result, granularities)
         body.logprobs = word_logprobs(result) if logprobs else None
         return body
+    if fmt == "diarized_json":
+        return diarized_json(result)
     if fmt == "text":
         return result.text + "\n" if result.text else ""
     if fmt == "srt":
@@ -75,15 +80,62 @@ def verbose_json(
                 avg_logprob=s.avg_logprob,
                 compression_ratio=s.compression_ratio,
                 no_speech_prob=s.no_speech_prob,
+                speaker=s.speaker,
+                channel=s.channel,
             )
             for s in result.segments
         ]
     if "word" in granularities:
         body.words = [
-            WireWord(word=w.word.strip(), start=w.start, end=w.end, probability=w.probability)
+            WireWord(
+                word=w.word.strip(),
+                start=w.start,
+                end=w.end,
+                probability=w.probability,
+                speaker=w.speaker,
+                channel=w.channel,
+            )
             for w in result.words
         ]
     return body
+
+
+def diarized_json(result: TranscriptionResult) -> DiarizedTranscription:
+    """OpenAI's diarized shape: one entry per speaker turn (segments are split at changes)."""
+    return DiarizedTranscription(
+        duration=result.duration,
+        text=result.text,
+        segments=[
+            DiarizedSegment(
+                id=f"seg_{s.id}",
+                start=s.start,
+                end=s.end,
+                text=s.text.strip(),
+                speaker=speaker_label(s) or "A",
+                channel=s.channel,
+            )
+            for s in result.segments
+            if s.text.strip()
+        ],
+        usage=usage(result),
+    )
+
+
+def speaker_label(segment: Segment) -> str | None:
+    """The speaker, or the channel (1-based) when channels are all there is."""
+    if segment.speaker is not None:
+        return segment.speaker
+    if segment.channel is not None:
+        return f"Channel {segment.channel + 1}"
+    return None
+
+
+def _cue_name(segment: Segment) -> str | None:
+    label = speaker_label(segment)
+    if label is None:
+        return None
+    # Unnamed speakers are letters (OpenAI's A, B, …): say "Speaker A" in a cue.
+    return f"Speaker {label}" if label.isalpha() and label.isupper() and len(label) <= 2 else label
 
 
 def usage(result: TranscriptionResult) -> DurationUsage:
@@ -115,7 +167,9 @@ def srt(segments: list[Segment]) -> str:
     for i, seg in enumerate(_cues(segments), start=1):
         start = format_timestamp(seg.start, ",")
         end = format_timestamp(seg.end, ",")
-        blocks.append(f"{i}\n{start} --> {end}\n{seg.text.strip()}\n")
+        name = _cue_name(seg)
+        text = f"{name}: {seg.text.strip()}" if name else seg.text.strip()
+        blocks.append(f"{i}\n{start} --> {end}\n{text}\n")
     return "\n".join(blocks)
 
 
@@ -124,7 +178,9 @@ def vtt(segments: list[Segment]) -> str:
     for seg in _cues(segments):
         start = format_timestamp(seg.start, ".")
         end = format_timestamp(seg.end, ".")
-        lines += [f"{start} --> {end}", seg.text.strip(), ""]
+        name = _cue_name(seg)
+        text = f"<v {name}>{seg.text.strip()}" if name else seg.text.strip()
+        lines += [f"{start} --> {end}", text, ""]
     return "\n".join(lines)
 
 

@@ -73,7 +73,7 @@ def jobs_router(jobs: JobsFrontend) -> APIRouter:
                 if upload is None or isinstance(upload, str):
                     raise BadRequest("multipart job needs a 'file' part")
                 audio = await upload.read()
-                raw = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+                raw = _form_fields(form.multi_items())
             if "metadata" in raw:
                 raw["metadata"] = _json_field(raw["metadata"], "metadata")
             parsed = _validate(raw)
@@ -211,6 +211,20 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
+
+
+def _form_fields(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Text fields of a multipart job; a repeated key (`known_speaker_names[]`) is a list."""
+    raw: dict[str, Any] = {}
+    for key, value in items:
+        if key == "file" or not isinstance(value, str):
+            continue
+        if key in raw:
+            before = raw[key]
+            raw[key] = [*before, value] if isinstance(before, list) else [before, value]
+        else:
+            raw[key] = value
+    return raw
 
 
 def _validate(raw: Any) -> JobRequest:

@@ -7,11 +7,18 @@ import time
 from contextlib import AsyncExitStack
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.datastructures import UploadFile as StarletteUpload
 
-from serve_app.config import AppConfig
-from serve_app.errors import BadRequest, ModelNotFound, ServiceError, UnknownModel
+from serve_app.config import AppConfig, DiarizationConfig
+from serve_app.errors import (
+    BadRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServiceError,
+    UnknownModel,
+)
 from serve_app.http.access import Access, AccessDep, get_access
 from serve_app.http.formats import MEDIA_TYPES, render
 from serve_app.http.schemas import (
@@ -28,6 +35,7 @@ from serve_app.http.streaming import SSEResponse, transcript_events
 from serve_app.inference.protocol import ReplicaInfo
 from serve_app.observability import PhaseObserver
 from serve_app.options import Caller, Task, TranscribeOptions
+from serve_app.pipeline.references import to_data_url
 from serve_app.pipeline.service import PreparedAudio, TranscriptionService
 from serve_app.security.usage import UsageMeter
 
@@ -76,8 +84,10 @@ def transcription_router(
                 prepared.plan.duration,
             )
 
-    async def run(access: AccessDep, task: Task, file: UploadFile, form: TranscriptionForm):
-        options = form.options(task)
+    async def run(
+        access: AccessDep, task: Task, file: UploadFile, form: TranscriptionForm, request: Request
+    ):
+        options = form.options(task, await uploaded_references(request, config.diarization))
         service.resolve_model(options.model)  # fail fast before reading a large body
         if form.stream:
             return await stream(access, file, form, options)
@@ -110,6 +120,8 @@ def transcription_router(
         """stream=true: everything that can fail on the input fails here, as JSON; then SSE."""
         if form.response_format not in STREAM_FORMATS:
             raise BadRequest("stream=true needs response_format json, text or verbose_json")
+        if options.diarize or options.multichannel:
+            raise BadRequest("diarize and multichannel need the whole audio: use stream=false")
         started = time.monotonic()
         held = AsyncExitStack()
         await held.enter_async_context(access.slot())  # held until the stream ends
@@ -148,8 +160,10 @@ def transcription_router(
         summary="Transcribe audio (OpenAI compatible)",
         response_class=Response,
     )
-    async def transcriptions(access: AccessDep, file: FormFile, form: FormOptions) -> Response:
-        return await run(access, "transcribe", file, form)
+    async def transcriptions(
+        access: AccessDep, file: FormFile, form: FormOptions, request: Request
+    ) -> Response:
+        return await run(access, "transcribe", file, form, request)
 
     @router.post(
         "/v1/audio/translations",
@@ -157,8 +171,10 @@ def transcription_router(
         summary="Translate audio into English text (OpenAI compatible)",
         response_class=Response,
     )
-    async def translations(access: AccessDep, file: FormFile, form: FormOptions) -> Response:
-        return await run(access, "translate", file, form)
+    async def translations(
+        access: AccessDep, file: FormFile, form: FormOptions, request: Request
+    ) -> Response:
+        return await run(access, "translate", file, form, request)
 
     @router.get(
         "/v1/models",
@@ -210,6 +226,30 @@ def health_router(service: TranscriptionService, config: AppConfig) -> APIRouter
         return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
     return router
+
+
+async def uploaded_references(request: Request, limits: DiarizationConfig) -> list[str] | None:
+    """known_speaker_references[] sent as files (or data URLs) → data URLs; None: not sent.
+
+    Uploads are read up to the size limit (413 above), so a job can store them as options.
+    """
+    form = await request.form()  # parsed once per request: FastAPI cached it
+    items = form.getlist("known_speaker_references[]") + form.getlist("known_speaker_references")
+    if not any(isinstance(item, StarletteUpload) for item in items):
+        return None
+    urls = []
+    for item in items:
+        if isinstance(item, StarletteUpload):
+            data = await item.read(limits.max_reference_bytes + 1)
+            if len(data) > limits.max_reference_bytes:
+                raise PayloadTooLarge(
+                    "a known speaker reference is larger than the limit of "
+                    f"{limits.max_reference_bytes} bytes"
+                )
+            urls.append(to_data_url(data, item.content_type or "application/octet-stream"))
+        else:
+            urls.append(str(item))
+    return urls
 
 
 def server_timing(phases: dict[str, float]) -> str:

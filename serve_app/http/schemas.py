@@ -9,15 +9,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
+from serve_app.errors import BadRequest
 from serve_app.options import ResponseFormat, Task, TranscribeOptions
+from serve_app.speaker_options import SPEAKER_FORMATS
 
 Granularity = Literal["word", "segment"]
 Include = Literal["logprobs"]
 LOGPROB_FORMATS = frozenset({"json", "verbose_json"})
 # Formats that show segment times, so their decode needs timestamp tokens.
-TIMESTAMPED_FORMATS = frozenset({"srt", "vtt", "verbose_json"})
+TIMESTAMPED_FORMATS = frozenset({"srt", "vtt", "verbose_json", "diarized_json"})
 
 
 class ErrorDetail(BaseModel):
@@ -57,6 +66,8 @@ class WireWord(BaseModel):
     start: float
     end: float
     probability: float | None = None
+    speaker: str | None = Field(None, description="diarize=true: who said it")
+    channel: int | None = Field(None, description="multichannel=true: 0-based input channel")
 
 
 class WireSegment(BaseModel):
@@ -70,6 +81,30 @@ class WireSegment(BaseModel):
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
+    speaker: str | None = Field(None, description="diarize=true: who said it")
+    channel: int | None = Field(None, description="multichannel=true: 0-based input channel")
+
+
+class DiarizedSegment(BaseModel):
+    """One speaker turn (OpenAI's TranscriptionDiarizedSegment)."""
+
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str = Field(description="A known speaker's name, else A, B, … in order of appearance")
+    channel: int | None = None
+
+
+class DiarizedTranscription(BaseModel):
+    """`response_format=diarized_json` (OpenAI's shape)."""
+
+    task: Literal["transcribe"] = "transcribe"
+    duration: float
+    text: str
+    segments: list[DiarizedSegment]
+    usage: DurationUsage | None = None
 
 
 class VerboseTranscription(BaseModel):
@@ -145,17 +180,42 @@ class TranscriptionForm(TranscribeOptions):
     def logprobs(self) -> bool:
         return "logprobs" in (self.include or ()) and self.response_format in LOGPROB_FORMATS
 
-    def options(self, task: Task) -> TranscribeOptions:
-        """The transcription options this form asks for (timestamps follow the format)."""
+    @model_validator(mode="before")
+    @classmethod
+    def _diarizing_format(cls, data: object) -> object:
+        # diarized_json is the diarizing format (as OpenAI's): it implies diarize=true.
+        if isinstance(data, dict) and data.get("response_format") == "diarized_json":
+            return {**data, "diarize": True}
+        return data
+
+    @field_validator("known_speaker_references", mode="before")
+    @classmethod
+    def _files_apart(cls, value: object) -> object:
+        # Uploaded clips are read by the route (`uploaded_references`) and replace these
+        # placeholders in `options()`; they only keep the count of clips here.
+        items = value if isinstance(value, list | tuple) else [value]
+        return [v if isinstance(v, str) else "upload" for v in items]
+
+    def options(self, task: Task, references: list[str] | None = None) -> TranscribeOptions:
+        """The transcription options this form asks for (timestamps follow the format);
+        `references`: the known speakers' clips when they came as files."""
         grains = self.granularities
         fields = self.model_dump(include=set(TranscribeOptions.model_fields))
+        if (self.diarize or self.multichannel) and self.response_format not in SPEAKER_FORMATS:
+            raise BadRequest(
+                f"response_format {self.response_format} cannot carry speakers or channels; "
+                f"use one of {', '.join(SPEAKER_FORMATS)}"
+            )
         fields.update(
             task=task,
+            known_speaker_references=(
+                self.known_speaker_references if references is None else references
+            ),
             # Word probabilities come from the word alignment.
             word_timestamps=self.word_timestamps or "word" in grains or self.logprobs,
             segment_timestamps=self.response_format in TIMESTAMPED_FORMATS,
         )
-        return TranscribeOptions.model_validate(fields)
+        return TranscribeOptions.parse(fields)
 
 
 # ---- stream=true: server-sent events (OpenAI's transcript.text.* shapes) -------------------

@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.config import AppConfig
 from serve_app.jobs.tracker import EventBatch, JobTracker, TrackerUnavailable
 from serve_app.observability import DeletionMetrics, JobMetrics, UsageMetrics
-from serve_app.pipeline.clients import ray_clients
+from serve_app.pipeline.clients import RaySpeakerClient, ray_clients
 from serve_app.pipeline.priority import lower_cpu_priority
 
 logger = logging.getLogger("ray.serve")
@@ -24,15 +24,29 @@ logger = logging.getLogger("ray.serve")
 class TrackerActor(JobTracker):
     """The actor body: Ray runs async actors' `__init__` inside their event loop."""
 
-    def __init__(self, config: AppConfig, handles: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        handles: dict[str, DeploymentHandle],
+        speakers: DeploymentHandle | None = None,
+    ) -> None:
         lower_cpu_priority(config.jobs.tracker_nice)
         super().__init__(
-            config, ray_clients(handles), JobMetrics(), DeletionMetrics(), UsageMetrics()
+            config,
+            ray_clients(handles),
+            JobMetrics(),
+            DeletionMetrics(),
+            UsageMetrics(),
+            speakers=RaySpeakerClient(speakers) if speakers is not None else None,
         )
         self.start()
 
 
-def get_or_create_tracker(config: AppConfig, handles: dict[str, DeploymentHandle]) -> ActorHandle:
+def get_or_create_tracker(
+    config: AppConfig,
+    handles: dict[str, DeploymentHandle],
+    speakers: DeploymentHandle | None = None,
+) -> ActorHandle:
     """The one tracker of this cluster: named, detached, restarted forever by Ray."""
     jobs = config.jobs
     actor_cls: Any = ray.remote(TrackerActor)
@@ -46,7 +60,7 @@ def get_or_create_tracker(config: AppConfig, handles: dict[str, DeploymentHandle
         num_cpus=jobs.tracker_num_cpus,
         resources=dict(jobs.tracker_resources),
         max_concurrency=1000,
-    ).remote(config, handles)
+    ).remote(config, handles, speakers)
 
 
 class RayTrackerClient:

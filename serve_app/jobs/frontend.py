@@ -37,6 +37,7 @@ from serve_app.jobs.tracker import EventBatch, TrackerClient, TrackerUnavailable
 from serve_app.jobs.views import JobList, JobView, QueueView
 from serve_app.options import TranscribeOptions
 from serve_app.pipeline.decode import sniff_not_audio
+from serve_app.pipeline.references import reference_bytes
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.results import TranscriptionResult
 from serve_app.security.netguard import check_url, fetch
@@ -114,6 +115,9 @@ class JobsFrontend:
     async def submit(self, sub: JobSubmission) -> tuple[JobView, bool]:
         """Returns (job view, created). Raises ServiceError subclasses."""
         model = self.service.resolve_model(sub.options.model)
+        # Known-speaker clips ride in the options: refuse bad ones (413, 415) before the 202.
+        for url in sub.options.known_speaker_references:
+            reference_bytes(url, self.config.diarization.max_reference_bytes)
         jobs = self.config.jobs
         if sub.webhook_url:
             await asyncio.to_thread(

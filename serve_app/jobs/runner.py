@@ -1,4 +1,8 @@
-"""Runs one leased job: audio → chunks (skipping checkpointed ones) → result in the blob store.
+"""Runs one leased job: audio → chunks (skipping checkpointed ones) → stages → result object.
+
+Stages after the transcription (diarization, for `diarize=true`) are checkpointed once
+each (`JobStore.save_stage`), so a restarted job redoes neither a finished transcription
+nor a finished diarization.
 
 Effects are idempotent so at-least-once execution is safe: checkpoints are insert-once,
 the result object has a deterministic key and is written before the row that points to it.
@@ -14,6 +18,7 @@ from typing import Any
 
 from serve_app.inference.protocol import ChunkResult
 from serve_app.options import Caller, TranscribeOptions
+from serve_app.pipeline.diarize import SpeakerWindows
 from serve_app.pipeline.service import PreparedAudio, TranscriptionService
 from serve_app.results import LanguageGuess, segments_adapter
 from serve_app.stores.blob import BlobStore
@@ -23,6 +28,7 @@ from serve_app.stores.records import Job
 logger = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], None]
+DIARIZATION = "diarization"
 
 
 def result_key(job_id: str) -> str:
@@ -64,6 +70,7 @@ class JobRunner:
         self.worker_id = worker_id
         self.chunks_computed = 0
         self.duplicate_checkpoints = 0
+        self.stages_computed: dict[str, int] = {}  # stage -> times this runner computed it
         self.durations: dict[str, float] = {}  # job id -> audio seconds, until metered
 
     async def run(self, job: Job, publish: Publish) -> str:
@@ -78,6 +85,8 @@ class JobRunner:
         prepared = await self.service.prepare(
             audio, job_options(job), Caller(job.tenant, job.priority), language=language
         )
+        if prepared.channels:
+            return await self._multichannel(job, prepared)
         total = len(prepared.plan.chunks)
         await self.store.guard.run(self.store.set_total_chunks, job.id, total)
         publish(
@@ -113,12 +122,43 @@ class JobRunner:
                 },
             )
         prepared.timings["chunks"] = round(time.monotonic() - started, 4)
-        return await self._store_result(job, prepared, results)
+        return await self._store_result(job, prepared, results, publish)
+
+    async def _multichannel(self, job: Job, prepared: PreparedAudio) -> str:
+        """multichannel=true: the channels decode together, as one step (no chunk checkpoints:
+        a chunk index names a chunk of one track)."""
+        transcript = await self.service.transcribe_prepared(prepared)
+        self.durations[job.id] = prepared.plan.duration
+        key = result_key(job.id)
+        await self.blobs.guard.run(self.blobs.put, key, transcript.to_json(), "application/json")
+        return key
+
+    async def _diarization(
+        self, job: Job, prepared: PreparedAudio, publish: Publish
+    ) -> SpeakerWindows:
+        """The speaker windows: from the stage's checkpoint, or embedded and checkpointed."""
+        stages = await self.store.guard.run(self.store.load_stages, job.id)
+        if DIARIZATION in stages:
+            return SpeakerWindows.from_lists(stages[DIARIZATION])
+        publish("progress", {"status": "running", "stage": DIARIZATION})
+        windows = await self.service.speaker_windows(prepared)
+        await self.store.guard.run(
+            self.store.save_stage, job.id, DIARIZATION, windows.to_lists(), self.worker_id
+        )
+        self.stages_computed[DIARIZATION] = self.stages_computed.get(DIARIZATION, 0) + 1
+        return windows
 
     async def _store_result(
-        self, job: Job, prepared: PreparedAudio, results: dict[int, ChunkResult]
+        self,
+        job: Job,
+        prepared: PreparedAudio,
+        results: dict[int, ChunkResult],
+        publish: Publish,
     ) -> str:
         transcript = self.service.assemble(prepared, results)
+        if prepared.speakers is not None:
+            windows = await self._diarization(job, prepared, publish)
+            transcript = await self.service.label_speakers(prepared, transcript, windows)
         self.durations[job.id] = prepared.plan.duration
         body = transcript.to_json()
         key = result_key(job.id)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from serve_app.config import AppConfig
 from serve_app.inference.protocol import ModelClient
+from serve_app.inference.speaker import SpeakerClient
 from serve_app.jobs.eventlog import JobEventLog
 from serve_app.jobs.fairshare import FairShare, TenantDepth, TenantQueues, tenant_depths
 from serve_app.jobs.retention import DeletionObserver, Retention
@@ -102,6 +103,7 @@ class JobTracker:
         observer: JobObserver | None = None,
         deletions: DeletionObserver | None = None,
         usage: UsageObserver | None = None,
+        speakers: SpeakerClient | None = None,
     ) -> None:
         self.config = config
         self.jobs_config = config.jobs
@@ -114,7 +116,7 @@ class JobTracker:
             S3Settings(**config.storage.s3.model_dump()),
             tuning,
         )
-        self.service = TranscriptionService(config, models)
+        self.service = TranscriptionService(config, models, speakers)
         self.service.vocabularies = self.store
         self.events = JobEventLog()
         self.runner = JobRunner(self.service, self.store, self.blobs, self.worker_id)

@@ -65,3 +65,21 @@ async def _call(response: Awaitable[T]) -> T:
 
 def ray_clients(handles: dict[str, DeploymentHandle]) -> dict[str, RayModelClient]:
     return {name: RayModelClient(handle) for name, handle in handles.items()}
+
+
+class RaySpeakerClient:
+    """The `SpeakerClient` of the SpeakerEmbedder deployment."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+
+    async def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        for attempt in range(_CHUNK_RETRIES + 1):
+            try:
+                result: np.ndarray = await self.handle.embed.remote(list(clips))
+                return result
+            except RayActorError as exc:
+                if attempt == _CHUNK_RETRIES:
+                    raise BackendUnavailable("the speaker embedder is unavailable; retry") from exc
+                await asyncio.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from serve_app.errors import AudioTooLong, EmptyFile, UndecodableAudio, UnsupportedMedia
+from serve_app.errors import (
+    AudioTooLong,
+    EmptyFile,
+    TooManyChannels,
+    UndecodableAudio,
+    UnsupportedMedia,
+)
 
 SAMPLE_RATE = 16000
 # A decode that yields less than this share of the length the container declares was cut off.
@@ -27,12 +33,12 @@ _TEXT_PREFIXES = (b"<", b"{", b"[", b"#EXTM3U", b"%PDF", b"\xef\xbb\xbf<")
 
 @dataclass
 class DecodedAudio:
-    samples: np.ndarray
+    samples: np.ndarray  # (n,) mono, or (channels, n) when decoded with `channels=True`
     declared_duration: float | None
 
     @property
     def duration(self) -> float:
-        return self.samples.shape[0] / SAMPLE_RATE
+        return self.samples.shape[-1] / SAMPLE_RATE
 
 
 def sniff_not_audio(head: bytes) -> bool:
@@ -46,8 +52,13 @@ def decode_audio(
     *,
     max_duration_s: float,
     timeout_s: float = 120.0,
+    max_channels: int | None = None,
 ) -> DecodedAudio:
-    """Decode container bytes; raise a ServiceError subclass for anything a client got wrong."""
+    """Decode container bytes; raise a ServiceError subclass for anything a client got wrong.
+
+    `max_channels` set: keep the channels apart (multichannel=true), samples (channels, n);
+    more channels than that is a 400.
+    """
     if not data:
         raise EmptyFile("the uploaded file is empty")
     if sniff_not_audio(data[:64]):
@@ -65,7 +76,14 @@ def decode_audio(
             raise AudioTooLong(
                 f"audio is {declared:.0f} s long; the limit is {max_duration_s:.0f} s"
             )
-        samples = _decode_stream(container, stream, max_duration_s, timeout_s)
+        channels = None
+        if max_channels is not None:
+            channels = stream.codec_context.channels or 1
+            if channels > max_channels:
+                raise TooManyChannels(
+                    f"the audio has {channels} channels; multichannel takes at most {max_channels}"
+                )
+        samples = _decode_stream(container, stream, max_duration_s, timeout_s, channels)
     if samples.size == 0:
         raise UndecodableAudio("no audio samples could be decoded from the file")
     decoded = DecodedAudio(samples=samples, declared_duration=declared)
@@ -77,9 +95,13 @@ def decode_audio(
     return decoded
 
 
-def _decode_stream(container, stream, max_duration_s: float, timeout_s: float) -> np.ndarray:
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    max_samples = int(max_duration_s * SAMPLE_RATE)
+def _decode_stream(
+    container, stream, max_duration_s: float, timeout_s: float, channels: int | None = None
+) -> np.ndarray:
+    # Channels kept apart: resampled as one frame of that many channels, interleaved s16.
+    layout = "mono" if channels is None else stream.layout.name
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout=layout, rate=SAMPLE_RATE)
+    max_samples = int(max_duration_s * SAMPLE_RATE) * (channels or 1)
     deadline = time.monotonic() + timeout_s
     buffer = io.BytesIO()
     total = 0
@@ -96,6 +118,9 @@ def _decode_stream(container, stream, max_duration_s: float, timeout_s: float) -
     except av.error.FFmpegError as exc:
         raise UndecodableAudio(f"audio could not be decoded: {_ff_reason(exc)}") from exc
     pcm = np.frombuffer(buffer.getbuffer(), dtype=np.int16)
+    if channels is not None:
+        pcm = pcm[: pcm.size - pcm.size % channels].reshape(-1, channels).T
+        return np.ascontiguousarray(pcm, dtype=np.float32) / 32768.0
     return pcm.astype(np.float32) / 32768.0
 
 

@@ -23,6 +23,7 @@ from serve_app.errors import (
     DecoderFailed,
     EmptyFile,
     ServiceError,
+    TooManyChannels,
     UndecodableAudio,
     UnsupportedMedia,
 )
@@ -33,7 +34,8 @@ _MAX_HEADER = 64 * 1024
 _MAX_INPUT = 1 << 34
 _KILL_GRACE_S = 2.0  # the child stops itself at timeout_s; it is killed if it cannot
 _CHILD_ERRORS: dict[str, type[ServiceError]] = {
-    cls.__name__: cls for cls in (EmptyFile, UnsupportedMedia, UndecodableAudio, AudioTooLong)
+    cls.__name__: cls
+    for cls in (EmptyFile, UnsupportedMedia, UndecodableAudio, AudioTooLong, TooManyChannels)
 }
 _WORKER_BOOT = "from serve_app.pipeline.sandbox import decode_worker_main; decode_worker_main()"
 
@@ -52,14 +54,23 @@ class DecoderPool:
         self._slots = asyncio.Semaphore(workers)
         self._idle: list[_DecodeWorker] = []
 
-    async def decode(self, data: bytes, *, max_duration_s: float, timeout_s: float) -> DecodedAudio:
+    async def decode(
+        self,
+        data: bytes,
+        *,
+        max_duration_s: float,
+        timeout_s: float,
+        max_channels: int | None = None,
+    ) -> DecodedAudio:
         async with self._slots:
             worker = self._idle.pop() if self._idle else None
             if worker is None or worker.proc.poll() is not None:  # none idle, or it died
                 worker = await asyncio.to_thread(_DecodeWorker, self.max_memory_mb)
             try:
                 return await asyncio.wait_for(
-                    asyncio.to_thread(worker.exchange, data, max_duration_s, timeout_s),
+                    asyncio.to_thread(
+                        worker.exchange, data, max_duration_s, timeout_s, max_channels
+                    ),
                     timeout=timeout_s + _KILL_GRACE_S,
                 )
             except TimeoutError:
@@ -90,20 +101,27 @@ class _DecodeWorker:
         )
         self.reusable = False
 
-    def exchange(self, data: bytes, max_duration_s: float, timeout_s: float) -> DecodedAudio:
+    def exchange(
+        self, data: bytes, max_duration_s: float, timeout_s: float, max_channels: int | None
+    ) -> DecodedAudio:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.reusable = False
-        limit = int(max_duration_s * SAMPLE_RATE) * 4 + (1 << 20)
+        limit = int(max_duration_s * SAMPLE_RATE) * 4 * (max_channels or 1) + (1 << 20)
+        request = {"max_s": max_duration_s, "timeout_s": timeout_s, "channels": max_channels}
         try:
-            _write_frame(self.proc.stdin, {"max_s": max_duration_s, "timeout_s": timeout_s}, data)
+            _write_frame(self.proc.stdin, request, data)
             header, payload = _read_frame(self.proc.stdout, limit)
         except (OSError, EOFError, ValueError) as exc:
             raise DecoderFailed("the audio decoder crashed on this file") from exc
         self.reusable = True
         declared = header.get("declared")
+        channels = header.get("channels")
         if header.get("ok") is True and len(payload) % 4 == 0:
             declared = float(declared) if isinstance(declared, int | float) else None
-            return DecodedAudio(np.frombuffer(payload, dtype=np.float32), declared)
+            samples = np.frombuffer(payload, dtype=np.float32)
+            if isinstance(channels, int) and channels > 0 and max_channels is not None:
+                samples = samples.reshape(channels, -1)
+            return DecodedAudio(samples, declared)
         message = str(header.get("message") or "the audio could not be decoded")[:500]
         error = _CHILD_ERRORS.get(str(header.get("error")))
         if error is None:
@@ -135,9 +153,14 @@ def decode_worker_main() -> None:
         payload: Any = b""  # raw little-endian float32 samples on success
         try:
             decoded = decode_audio(
-                bytes(data), max_duration_s=header["max_s"], timeout_s=header["timeout_s"]
+                bytes(data),
+                max_duration_s=header["max_s"],
+                timeout_s=header["timeout_s"],
+                max_channels=header.get("channels"),
             )
             reply: dict[str, Any] = {"ok": True, "declared": decoded.declared_duration}
+            if decoded.samples.ndim == 2:
+                reply["channels"] = decoded.samples.shape[0]
             payload = np.ascontiguousarray(decoded.samples).data.cast("B")
         except ServiceError as exc:
             reply = {"ok": False, "error": type(exc).__name__, "message": exc.message}

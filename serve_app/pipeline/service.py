@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 import uuid
@@ -21,20 +22,22 @@ import numpy as np
 
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.errors import (
-    AudioTooLong,
     BackendUnavailable,
     BadRequest,
-    EmptyFile,
     Overloaded,
     UnknownModel,
     VocabularyNotFound,
 )
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ModelClient, ReplicaInfo
+from serve_app.inference.speaker import SpeakerClient
 from serve_app.options import Caller, DecodeOptions, FallbackPolicy, TranscribeOptions
+from serve_app.pipeline.channels import merge_channels
 from serve_app.pipeline.chunking import ChunkPlan, plan_chunks, restore_timestamps
-from serve_app.pipeline.decode import SAMPLE_RATE
+from serve_app.pipeline.diarize import Diarizer, DiarizeRequest, SpeakerWindows
 from serve_app.pipeline.fallback import decode_with_fallback
+from serve_app.pipeline.references import diarize_request
 from serve_app.pipeline.sandbox import DecoderPool
+from serve_app.pipeline.timing import Clock, first_window, fit_to_model, validate_array
 from serve_app.pipeline.vocabulary import VocabularySource, apply_spellings, hotwords_with
 from serve_app.results import LanguageGuess, Segment, TranscriptionResult
 from serve_app.stores import errors as store_errors
@@ -59,6 +62,10 @@ class PreparedAudio:
     fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
     spellings: list[dict[str, Any]] = field(default_factory=list)  # from the vocabulary
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    # diarize=true: the decoded samples (windows are cut from them) and the settings.
+    samples: np.ndarray | None = None
+    speakers: DiarizeRequest | None = None
+    channels: list[PreparedAudio] = field(default_factory=list)  # multichannel: one each
 
 
 @dataclass
@@ -77,7 +84,12 @@ class ChunkTranscript:
 class TranscriptionService:
     """Orchestrates one transcription across the per-model Transcriber deployments."""
 
-    def __init__(self, config: AppConfig, models: Mapping[str, ModelClient]) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        models: Mapping[str, ModelClient],
+        speakers: SpeakerClient | None = None,
+    ) -> None:
         missing = {m.name for m in config.models} - set(models)
         if missing:
             raise ValueError(f"no model client for models {sorted(missing)}")
@@ -94,6 +106,7 @@ class TranscriptionService:
         )
         # Where `vocabulary` ids are looked up: the job store, set by its owner.
         self.vocabularies: VocabularySource | None = None
+        self.diarizer = Diarizer(config.diarization, speakers) if speakers else None
 
     def close(self) -> None:
         """Stop the decode child processes."""
@@ -150,23 +163,27 @@ class TranscriptionService:
             options = options.model_copy(update={"hotwords": hotwords})
             spellings = vocabulary.spellings
         decode = fit_to_model(options.decode_options(), await self.model_info(model.name))
-        clock = _Clock()
+        speakers = await self._speakers(options) if options.diarize else None
+        clock = Clock()
         pending = decode.batch_key() if decode.language else f"*{model.name}"
         self._preparing[pending] += 1
         try:
-            samples = await self._samples(audio)
+            samples = await self._samples(audio, options.multichannel)
             clock.lap("decode")
-            plan = await asyncio.to_thread(plan_chunks, samples, options.vad_settings())
+            tracks = list(samples) if samples.ndim == 2 else [samples]  # multichannel: rows
+            vad = options.vad_settings()
+            plans = [await asyncio.to_thread(plan_chunks, track, vad) for track in tracks]
+            plan = next((p for p in plans if p.chunks), plans[0])  # language: first speech
             clock.lap("vad")
             if language is None:
                 language = LanguageGuess(decode.language or "en", 1.0)
                 if decode.language is None and plan.chunks:
                     client = self.models[model.name]
-                    language = await client.detect_language(_first_window(plan.chunks))
+                    language = await client.detect_language(first_window(plan.chunks))
             clock.lap("language")
         finally:
             self._preparing[pending] -= 1
-        return PreparedAudio(
+        prepared = PreparedAudio(
             model=model.name,
             plan=plan,
             options=decode.with_language(language.language),
@@ -177,7 +194,42 @@ class TranscriptionService:
             fallback=options.fallback_policy(),
             spellings=spellings,
             timings=clock.laps,
+            samples=samples if speakers is not None else None,
+            speakers=speakers,
         )
+        if options.multichannel:
+            prepared.channels = [dataclasses.replace(prepared, plan=p) for p in plans]
+        return prepared
+
+    async def _speakers(self, options: TranscribeOptions) -> DiarizeRequest:
+        if self.diarizer is None:
+            raise BadRequest("diarization is not enabled on this server (speaker_embedder)")
+        return await diarize_request(options, self.config.diarization, self._decoder)
+
+    async def speaker_windows(self, prepared: PreparedAudio) -> SpeakerWindows:
+        """Embedded windows over the speech of prepared audio (diarize=true only)."""
+        if self.diarizer is None or prepared.samples is None:
+            raise BadRequest("diarization was not requested")
+        started = time.monotonic()
+        windows = await self.diarizer.embed_windows(
+            prepared.samples, prepared.plan.speech_timestamps
+        )
+        prepared.timings["embed"] = round(time.monotonic() - started, 4)
+        return windows
+
+    async def label_speakers(
+        self, prepared: PreparedAudio, result: TranscriptionResult, windows: SpeakerWindows
+    ) -> TranscriptionResult:
+        """Put speakers on the transcript's words and segments (clustering runs here)."""
+        if self.diarizer is None or prepared.speakers is None:
+            return result
+        clock = Clock()
+        references = await self.diarizer.embed_references(prepared.speakers)
+        result.segments = self.diarizer.label(
+            result.segments, windows, prepared.speakers, references
+        )
+        result.timings["diarize"] = clock.lap("diarize")
+        return result
 
     async def _vocabulary(self, vocabulary_id: str, tenant: str) -> Vocabulary:
         if self.vocabularies is None:
@@ -274,7 +326,7 @@ class TranscriptionService:
         self, prepared: PreparedAudio, results: Mapping[int, ChunkResult]
     ) -> TranscriptionResult:
         """Join chunk results (in chunk order) into the request's transcript."""
-        clock = _Clock()
+        clock = Clock()
         ordered = [results[i] for i in range(len(prepared.plan.chunks))]
         segments = [copy.deepcopy(seg) for result in ordered for seg in result.segments]
         segments = restore_timestamps(segments, prepared.plan)
@@ -303,10 +355,23 @@ class TranscriptionService:
         )
 
     async def _transcribe_prepared(self, prepared: PreparedAudio) -> TranscriptionResult:
+        if prepared.channels:  # all channels' chunks are in the batchers at once
+            tracks = [self._transcribe_prepared(channel) for channel in prepared.channels]
+            return merge_channels(list(await asyncio.gather(*tracks)))
         started = time.monotonic()
-        results = {i: result async for i, result in self.run_chunks(prepared)}
-        prepared.timings["chunks"] = round(time.monotonic() - started, 4)
-        transcript = self.assemble(prepared, results)
+        # Speaker windows are embedded on their own deployment while the chunks decode.
+        embedding = (
+            asyncio.ensure_future(self.speaker_windows(prepared)) if prepared.speakers else None
+        )
+        try:
+            results = {i: result async for i, result in self.run_chunks(prepared)}
+            prepared.timings["chunks"] = round(time.monotonic() - started, 4)
+            transcript = self.assemble(prepared, results)
+            if embedding is not None:
+                transcript = await self.label_speakers(prepared, transcript, await embedding)
+        finally:
+            if embedding is not None and not embedding.done():
+                embedding.cancel()
         logger.info(
             "transcribed model=%s chunks=%d audio=%.1fs batch_sizes=%s took=%.2fs",
             prepared.model,
@@ -317,69 +382,18 @@ class TranscriptionService:
         )
         return transcript
 
-    async def _samples(self, audio: bytes | np.ndarray) -> np.ndarray:
+    async def _samples(self, audio: bytes | np.ndarray, multichannel: bool = False) -> np.ndarray:
         limits = self.config.limits
         if isinstance(audio, np.ndarray):
-            return _validate_array(audio, limits.max_audio_duration_s)
+            return validate_array(
+                audio, limits.max_audio_duration_s, limits.max_channels if multichannel else None
+            )
         if not isinstance(audio, bytes | bytearray | memoryview):
             raise BadRequest("audio must be bytes (an encoded file) or a 16 kHz float32 array")
         decoded = await self._decoder.decode(
             bytes(audio),
             max_duration_s=limits.max_audio_duration_s,
             timeout_s=limits.decode_timeout_s,
+            max_channels=limits.max_channels if multichannel else None,
         )
         return decoded.samples
-
-
-def fit_to_model(options: DecodeOptions, model: ReplicaInfo) -> DecodeOptions:
-    """Check options against what a model can do; settles the language where it can."""
-    if options.task == "translate" and not model.multilingual:
-        raise BadRequest(
-            "this model is English-only and cannot translate; use a multilingual model"
-        )
-    if options.language is not None and options.language not in model.languages:
-        raise BadRequest(f"unsupported language {options.language!r} for this model")
-    if not model.multilingual and options.language != "en":
-        return options.with_language("en")  # faster-whisper forces English on .en models
-    return options
-
-
-def _validate_array(audio: np.ndarray, max_duration_s: float) -> np.ndarray:
-    if audio.ndim != 1:
-        raise BadRequest(f"audio array must be 1-D mono, got shape {audio.shape}")
-    if audio.size == 0:
-        raise EmptyFile("the audio array is empty")
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise BadRequest("audio array must be float samples in [-1, 1] at 16 kHz")
-    if audio.size > max_duration_s * SAMPLE_RATE:
-        raise AudioTooLong(f"audio is longer than the limit of {max_duration_s:.0f} s")
-    samples = np.ascontiguousarray(audio, dtype=np.float32)
-    if not np.isfinite(samples).all():
-        raise BadRequest("audio array contains NaN or infinite samples")
-    return samples
-
-
-def _first_window(chunks: list[np.ndarray]) -> list[np.ndarray]:
-    """The chunks that cover the first 30 s of speech (all language detection looks at)."""
-    out: list[np.ndarray] = []
-    total = 0
-    for chunk in chunks:
-        out.append(chunk)
-        total += chunk.shape[0]
-        if total >= 30 * SAMPLE_RATE:
-            break
-    return out
-
-
-class _Clock:
-    """Laps of one request's phases, in seconds (the request's time budget)."""
-
-    def __init__(self) -> None:
-        self.laps: dict[str, float] = {}
-        self._last = time.monotonic()
-
-    def lap(self, phase: str) -> float:
-        now = time.monotonic()
-        self.laps[phase] = round(now - self._last, 4)
-        self._last = now
-        return self.laps[phase]

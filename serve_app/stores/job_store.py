@@ -188,6 +188,16 @@ class JobStore(Closeable):
         """All checkpoints of a job by chunk index."""
 
     @abc.abstractmethod
+    def save_stage(
+        self, job_id: str, stage: str, result: Mapping[str, Any], computed_by: str | None = None
+    ) -> bool:
+        """Store a finished stage's output once (e.g. "diarization"); True if new."""
+
+    @abc.abstractmethod
+    def load_stages(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """The finished stages of a job: stage name -> its stored output."""
+
+    @abc.abstractmethod
     def complete_job(self, job_id: str, owner: str, result_key: str) -> Job | None:
         """running -> succeeded; None if `owner` no longer holds the job."""
 

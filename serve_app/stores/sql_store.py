@@ -22,6 +22,7 @@ from .records import (
     TenantQueue,
     WebhookDelivery,
     canonical_json,
+    parse_json,
     to_utc,
 )
 from .sql_base import MIGRATION_LOCK_KEY
@@ -151,6 +152,7 @@ class SqlJobStore(SqlTenantData, JobStore):
         params = {"id": job_id, "now": self._now()}
         with self._transaction() as tx:
             tx.rows("delete_checkpoints", params)
+            tx.rows("delete_stages", params)
             return self._one(tx, "clear_result", params) is not None
 
     def delete_job(self, job_id: str) -> bool:
@@ -231,6 +233,26 @@ class SqlJobStore(SqlTenantData, JobStore):
         with self._transaction(write=False) as tx:
             rows = tx.rows("load_checkpoints", {"id": job_id})
         return [ChunkCheckpoint.from_row(row) for row in rows]
+
+    def save_stage(
+        self, job_id: str, stage: str, result: Mapping[str, Any], computed_by: str | None = None
+    ) -> bool:
+        params = {
+            "id": job_id,
+            "stage": stage,
+            "result": dict(result),
+            "computed_by": computed_by,
+            "now": self._now(),
+        }
+        with self._transaction() as tx:
+            if self._one(tx, "lock_job", params) is None:
+                raise NotFound(f"job {job_id} not found")
+            return self._one(tx, "insert_stage", params) is not None
+
+    def load_stages(self, job_id: str) -> dict[str, dict[str, Any]]:
+        with self._transaction(write=False) as tx:
+            rows = tx.rows("load_stages", {"id": job_id})
+        return {row["stage"]: parse_json(row["result"]) for row in rows}
 
     def complete_job(self, job_id: str, owner: str, result_key: str) -> Job | None:
         params = {"id": job_id, "owner": owner, "result_key": result_key, "now": self._now()}

@@ -21,7 +21,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).parents[2]
-DEPLOYMENTS = {"Ingress", "Transcriber-tiny_en", "Transcriber-base"}
+DEPLOYMENTS = {"Ingress", "Transcriber-tiny_en", "Transcriber-base", "SpeakerEmbedder"}
 
 
 @pytest.fixture(scope="module")

@@ -152,11 +152,14 @@ def test_dockerfile_installs_like_make_install_and_bakes_the_weights() -> None:
         if "-m pip install" in line
     ]
     docker_pips = [shlex.split(c) for c in _run_commands(_dockerfile()) if "-m pip install" in c]
-    assert len(make_pips) == len(docker_pips) == 2
+    assert len(make_pips) == len(docker_pips) == 3
     assert make_pips[0] == docker_pips[0]  # pip itself upgraded first
     # Then the project, editable; the image leaves out only the [test,bench] extras.
     assert make_pips[1][:-1] == docker_pips[1][:-1]
     assert make_pips[1][-1] == ".[test,bench]" and docker_pips[1][-1] == "."
+    # The speaker encoder's weights: resemblyzer without its torch dependency.
+    assert make_pips[2] == docker_pips[2]
+    assert "--no-deps" in make_pips[2] and make_pips[2][-1] == "resemblyzer==0.1.4"
     bake = [c for c in _run_commands(_dockerfile()) if "bake_weights.py" in c]
     assert bake == [
         "python bake_weights.py --config serve_config.yaml --cache-dir /home/ray/models"

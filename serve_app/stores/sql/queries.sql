@@ -333,3 +333,17 @@ UPDATE jobs SET key_id = :key_id WHERE id = :id;
 
 -- name: get_job_key
 SELECT key_id FROM jobs WHERE id = :id;
+
+-- ---- issue 14: job stages (diarization) checkpointed once -----------------------------------
+
+-- name: insert_stage
+INSERT INTO job_stages (job_id, stage, result, computed_by, created_at)
+VALUES (:id, :stage, :result, :computed_by, :now)
+ON CONFLICT (job_id, stage) DO NOTHING
+RETURNING stage;
+
+-- name: load_stages
+SELECT * FROM job_stages WHERE job_id = :id ORDER BY created_at, stage;
+
+-- name: delete_stages
+DELETE FROM job_stages WHERE job_id = :id;

@@ -215,6 +215,19 @@ def test_checkpoints_are_idempotent_and_count_done_chunks(job_store: JobStore) -
         job_store.set_total_chunks("no-such-job", 1)
 
 
+def test_stages_are_checkpointed_once_and_go_with_the_result(job_store: JobStore) -> None:
+    job, _ = job_store.create_job(new_job())
+    assert job_store.load_stages(job.id) == {}
+    assert job_store.save_stage(job.id, "diarization", {"starts": [0.0, 0.8]}, "w1")
+    assert not job_store.save_stage(job.id, "diarization", {"starts": []}, "w2")
+    assert job_store.load_stages(job.id) == {"diarization": {"starts": [0.0, 0.8]}}
+    assert job_store.get_job(job.id).done_chunks == 0  # stages are not chunks
+    with pytest.raises(NotFound):
+        job_store.save_stage("no-such-job", "diarization", {})
+    job_store.clear_result(job.id)
+    assert job_store.load_stages(job.id) == {}
+
+
 def test_complete_and_fail_are_terminal(job_store: JobStore) -> None:
     ok, _ = job_store.create_job(new_job(priority=1))
     bad, _ = job_store.create_job(new_job())
