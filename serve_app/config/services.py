@@ -64,10 +64,11 @@ class LimitsConfig(_Strict):
         description="A request body that sends no bytes this long gets 408 and frees its slot.",
     )
     max_concurrent_uploads: int = Field(
-        8,
+        32,
         ge=1,
-        description="Request bodies in flight per API key (per client address without auth), "
-        "per ingress replica; one more gets 429 before its body is read.",
+        description="Request bodies streaming in at once per API key (per client address "
+        "without auth), per ingress replica; one more gets 429 before its body is read. A "
+        "slot is freed when its body is complete, so this caps slow uploads, not requests.",
     )
     max_audio_duration_s: float = Field(4 * 3600.0, gt=0, description="Decoded length cap.")
     decode_timeout_s: float = Field(120.0, gt=0, description="Wall-clock cap on one decode.")

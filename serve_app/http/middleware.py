@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,7 +85,7 @@ _DRAIN_BYTES = 64 * 1024
 class UploadLimitMiddleware:
     """Guards request bodies before they are buffered: over `max_bytes` → 413 (declared or
     counted while streaming), no bytes for `idle_timeout_s` → 408, more than `max_uploads`
-    bodies in flight for one key (one client address without auth) → 429. Bodiless requests
+    bodies streaming in for one key (one client address without auth) → 429. Bodiless requests
     (`/healthz`, `/readyz`, GETs) never count, so probes are never behind upload capacity."""
 
     def __init__(
@@ -92,7 +93,7 @@ class UploadLimitMiddleware:
         app: ASGIApp,
         max_bytes: int,
         idle_timeout_s: float = 10.0,
-        max_uploads: int = 8,
+        max_uploads: int = 32,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -116,12 +117,22 @@ class UploadLimitMiddleware:
             await send_json(send, rate_limited("too many uploads in flight for this client", 1.0))
             return
         self._uploads[who] = self._uploads.get(who, 0) + 1
+        held = True
+
+        def release() -> None:
+            # At the body's end: the cap is on bodies streaming in, not on requests being
+            # processed (the rate limiter's concurrency quota caps those).
+            nonlocal held
+            if held:
+                held = False
+                left = self._uploads.pop(who) - 1
+                if left > 0:
+                    self._uploads[who] = left
+
         try:
-            await self._guarded(scope, receive, send, too_large)
+            await self._guarded(scope, receive, send, too_large, release)
         finally:
-            left = self._uploads.pop(who) - 1
-            if left > 0:
-                self._uploads[who] = left
+            release()
 
     async def _drain(self, receive: Receive) -> None:
         """Read and drop a small body, so that closing after the answer sends no RST."""
@@ -135,7 +146,12 @@ class UploadLimitMiddleware:
             return
 
     async def _guarded(
-        self, scope: Scope, receive: Receive, send: Send, too_large: PayloadTooLarge
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        too_large: PayloadTooLarge,
+        body_read: Callable[[], None],
     ) -> None:
         received = 0
         body_done = False
@@ -155,6 +171,8 @@ class UploadLimitMiddleware:
                 if received > self.max_bytes:
                     raise too_large
                 body_done = not message.get("more_body", False)
+                if body_done:
+                    body_read()
             return message
 
         async def tracking_send(message: Message) -> None:
