@@ -10,7 +10,7 @@ from ray.serve.deployment import Deployment
 from deployments.ingress import Ingress
 from deployments.speaker_embedder import SpeakerEmbedder
 from deployments.transcriber import Transcriber
-from serve_app.config import AppConfig, ModelConfig, SpeakerEmbedderConfig
+from serve_app.config import AppConfig, AutoscalingSettings, ModelConfig, SpeakerEmbedderConfig
 
 
 def transcriber_options(model: ModelConfig) -> dict[str, Any]:
@@ -24,12 +24,7 @@ def transcriber_options(model: ModelConfig) -> dict[str, Any]:
         "health_check_period_s": 10,
         "graceful_shutdown_timeout_s": 30,
     }
-    scaling = model.autoscaling
-    if scaling.min_replicas == scaling.max_replicas and scaling.initial_replicas is None:
-        options["num_replicas"] = scaling.min_replicas
-    else:
-        options["autoscaling_config"] = scaling.to_serve()
-    return options
+    return options | _replicas(model.autoscaling)
 
 
 def speaker_embedder_options(config: SpeakerEmbedderConfig) -> dict[str, Any]:
@@ -40,12 +35,14 @@ def speaker_embedder_options(config: SpeakerEmbedderConfig) -> dict[str, Any]:
         "max_ongoing_requests": config.max_ongoing_requests,
         "health_check_period_s": 10,
     }
-    scaling = config.autoscaling
+    return options | _replicas(config.autoscaling)
+
+
+def _replicas(scaling: AutoscalingSettings) -> dict[str, Any]:
+    """A fixed replica count when min == max (and no initial count), else autoscaling."""
     if scaling.min_replicas == scaling.max_replicas and scaling.initial_replicas is None:
-        options["num_replicas"] = scaling.min_replicas
-    else:
-        options["autoscaling_config"] = scaling.to_serve()
-    return options
+        return {"num_replicas": scaling.min_replicas}
+    return {"autoscaling_config": scaling.to_serve()}
 
 
 def build_app(args: AppConfig | dict[str, Any]) -> Application:

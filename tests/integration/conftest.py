@@ -14,6 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
+from serve_app.inference.replica import ModelReplica
+from serve_app.testing import load_replica
+from tests.unit.conftest import TINY
+
 APP_NAME = "whisper"
 GPU_SHARES = {"tiny.en": 0.25, "base": 0.5}
 
@@ -63,6 +67,14 @@ class DeployedApp:
     config: Any
     handle: Any
     name: str
+
+
+@pytest.fixture(scope="module")
+def tiny(model_cache: Path) -> Iterator[ModelReplica]:
+    """A tiny.en replica in the test process, for modules that run the app without Ray."""
+    loaded = load_replica(TINY, model_cache)
+    yield loaded
+    loaded.close()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import os
 import shutil
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +26,7 @@ import pytest
 
 from serve_app.config import AppConfig
 from serve_app.inference.replica import ModelReplica
-from serve_app.testing import LocalStack, load_replica
+from serve_app.testing import LocalStack
 from tests.fixtures.processes import HOST, find_binary, free_port, make_workdir, start_server
 from tests.unit.conftest import LOOP, TINY
 from tests.unit.live_support import serving
@@ -63,13 +63,6 @@ def main_conf(workdir: Path, site: Path) -> str:
         "events { worker_connections 2048; }\n"
         f"http {{\n    access_log off;\n{temps}    include {site};\n}}\n"
     )
-
-
-@pytest.fixture(scope="module")
-def tiny(model_cache: Path) -> Iterator[ModelReplica]:
-    loaded = load_replica(TINY, model_cache)
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture

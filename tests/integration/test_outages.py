@@ -30,21 +30,14 @@ from benchmarks.chaos import (
 )
 from serve_app.inference.replica import ModelReplica
 from serve_app.security.keys import create_key
-from serve_app.testing import LocalStack, load_replica
+from serve_app.testing import LocalStack
 from tests.fixtures.processes import Restartable
-from tests.unit.conftest import LOOP, TINY
+from tests.unit.conftest import LOOP
 
 pytestmark = [LOOP, pytest.mark.integration]
 
 OUTAGE_S = 3.0  # longer than pool_timeout_s + breaker_open_s: the breaker opens and probes
 PHASE_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def tiny(model_cache: Path) -> Iterator[ModelReplica]:
-    loaded = load_replica(TINY, model_cache)
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture(scope="module")

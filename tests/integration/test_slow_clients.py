@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +15,7 @@ import pytest
 
 from serve_app.config import AppConfig
 from serve_app.inference.replica import ModelReplica
-from serve_app.testing import LocalStack, load_replica
+from serve_app.testing import LocalStack
 from tests.unit.conftest import LOOP, TINY
 from tests.unit.live_support import serving
 
@@ -23,13 +23,6 @@ pytestmark = [LOOP, pytest.mark.integration]
 
 IDLE_S = 1.0
 MAX_UPLOADS = 3
-
-
-@pytest.fixture(scope="module")
-def tiny(model_cache: Path) -> Iterator[ModelReplica]:
-    loaded = load_replica(TINY, model_cache)
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture

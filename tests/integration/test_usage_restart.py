@@ -4,7 +4,6 @@ service over the same database and blob store, and `/v1/usage` still adds up."""
 from __future__ import annotations
 
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from serve_app.config import AppConfig
 from serve_app.inference.replica import ModelReplica
 from serve_app.security.keys import create_key
-from serve_app.testing import LocalStack, load_replica
+from serve_app.testing import LocalStack
 from tests.unit.conftest import LOOP, TINY, wait_job
 
 pytestmark = [LOOP, pytest.mark.integration]
@@ -21,13 +20,6 @@ pytestmark = [LOOP, pytest.mark.integration]
 def _seconds(path: Path) -> float:
     with wave.open(str(path)) as wav:
         return wav.getnframes() / wav.getframerate()
-
-
-@pytest.fixture(scope="module")
-def tiny(model_cache: Path) -> Iterator[ModelReplica]:
-    loaded = load_replica(TINY, model_cache)
-    yield loaded
-    loaded.close()
 
 
 def _config(postgres_url: str, root: Path) -> AppConfig:
