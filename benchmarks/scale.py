@@ -29,6 +29,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ from benchmarks.scale_load import (
     tracker_stats,
     wait_tenants,
 )
+from benchmarks.serve_floor import deploy_floor, floor_probe, tracker_paused
 from benchmarks.service import bench_config, free_port, wait_ready
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,18 +80,27 @@ def log(message: str) -> None:
 
 
 async def scenario(
-    bench: Bench, groups: list[tuple[list[str], int]], rate: float, timeout_s: float
+    bench: Bench,
+    groups: list[tuple[list[str], int]],
+    rate: float,
+    timeout_s: float,
+    while_draining: Callable[[], Awaitable[Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], datetime, float]:
-    """Submit each group (tenants, total) one after the other, then drain everything."""
+    """Submit each group (tenants, total) one after the other, then drain everything
+    (running `while_draining` first, with the backlog being transcribed)."""
     t0_wall, t0 = datetime.now(UTC), time.perf_counter()
     submitted: list[dict[str, Any]] = []
     for tenants, total in groups:
         submitted += await submit_open_loop(bench, tenants, total, rate, t0)
+    if while_draining is not None:
+        await while_draining()
     seen = await wait_tenants(bench, submitted, timeout_s)
     return submitted, seen, t0_wall, time.perf_counter() - t0
 
 
-def run_all(opts: Options, bench: Bench, config: Any, naive: dict[str, Any]) -> dict[str, Any]:
+def run_all(
+    opts: Options, bench: Bench, config: Any, naive: dict[str, Any], floor_url: str
+) -> dict[str, Any]:
     results: dict[str, Any] = {"naive": naive}
     run = f"r{uuid.uuid4().hex[:4]}"  # tenants of this run only
 
@@ -101,11 +112,18 @@ def run_all(opts: Options, bench: Bench, config: Any, naive: dict[str, Any]) -> 
     results["idle"] = {"completion": completion(sub, seen, t0w), "wall_s": round(wall, 2)}
 
     total = opts.tenants * opts.jobs_per_tenant
+    n_submit = max(1, round(opts.rate * opts.submit_seconds))
+    floor: dict[str, Any] = {}
+
+    async def floor_while_busy() -> None:
+        log(f"Serve floor: a no-op submit endpoint at {opts.rate}/s during the drain")
+        floor["busy"] = await floor_probe(bench, floor_url, f"{run}-F", n_submit, opts.rate)
+
     log(f"seeds: {opts.tenants} tenants x {opts.jobs_per_tenant} jobs at {opts.rate}/s")
     tenants = [f"{run}-t{n:02d}" for n in range(opts.tenants)]
     before = tracker_stats(config)
     sub, seen, t0w, wall = asyncio.run(
-        scenario(bench, [(tenants, total)], opts.rate, opts.timeout_s)
+        scenario(bench, [(tenants, total)], opts.rate, opts.timeout_s, floor_while_busy)
     )
     after = tracker_stats(config)
     dup = {
@@ -135,13 +153,17 @@ def run_all(opts: Options, bench: Bench, config: Any, naive: dict[str, Any]) -> 
 
     results["flood"] = flood_phase(opts, bench, run, results["idle"]["completion"])
 
-    log(f"submit: {opts.rate}/s for {opts.submit_seconds} s on the idle service")
-    n = max(1, round(opts.rate * opts.submit_seconds))
-    sub = asyncio.run(submit_open_loop(bench, [f"{run}-S"], n, opts.rate))
-    results["submit"] = {"idle": submit_summary(sub), "rate": opts.rate}
-    results["submit"]["cancel"] = asyncio.run(
-        _cancel(bench, f"{run}-S", [r["id"] for r in sub if r["id"]])
-    )
+    log(f"Serve floor and submit: {opts.rate}/s for {opts.submit_seconds} s, idle service")
+    floor["idle"] = asyncio.run(floor_probe(bench, floor_url, f"{run}-F", n_submit, opts.rate))
+    sub = asyncio.run(submit_open_loop(bench, [f"{run}-S"], n_submit, opts.rate))
+    results["submit"] = {"idle": submit_summary(sub), "rate": opts.rate, "floor": floor}
+    with tracker_paused(config) as paused:
+        if paused:
+            log("submit with the tracker paused: durable submits, no job running")
+            held = asyncio.run(submit_open_loop(bench, [f"{run}-P"], n_submit, opts.rate))
+            results["submit"]["tracker_paused"] = submit_summary(held)
+            sub += held
+    results["submit"]["cancel"] = asyncio.run(_cancel(bench, sub))
     results["tracker"] = tracker_stats(config)
     return results
 
@@ -167,14 +189,16 @@ def flood_phase(
     }
 
 
-async def _cancel(bench: Bench, tenant: str, ids: list[str]) -> dict[str, int]:
+async def _cancel(bench: Bench, submitted: list[dict[str, Any]]) -> dict[str, int]:
     # benchmarks.jobs.cancel_all sends no key; with auth on, each tenant cancels its own.
-    headers = {"authorization": f"Bearer {bench.key(tenant)}"}
     codes: dict[str, int] = {}
-    async with httpx.AsyncClient(base_url=bench.url, headers=headers, timeout=60) as client:
-        for job_id in ids:
-            status = (await client.delete(f"/v1/jobs/{job_id}")).status_code
-            codes[str(status)] = codes.get(str(status), 0) + 1
+    async with httpx.AsyncClient(base_url=bench.url, timeout=60) as client:
+        for record in submitted:
+            if not record["id"]:
+                continue
+            headers = {"authorization": f"Bearer {bench.key(record['tenant'])}"}
+            response = await client.delete(f"/v1/jobs/{record['id']}", headers=headers)
+            codes[str(response.status_code)] = codes.get(str(response.status_code), 0) + 1
     return codes
 
 
@@ -244,9 +268,11 @@ def run(opts: Options) -> dict[str, Any]:
     started_at = datetime.now(UTC)
     url, base, started = deploy(opts.http_url, name, config)
     apps = [(name, config)]
+    floor_name = f"{name}-floor"
     try:
+        floor_url = deploy_floor(base, floor_name)
         bench = Bench(url, config.storage.database_url, clip)
-        results = run_all(opts, bench, config, naive)
+        results = run_all(opts, bench, config, naive, floor_url)
         if opts.fifo_flood:
             fifo_name = f"{name}-fifo"
             fifo = app_config(opts, fifo_name, fair_share=False)
@@ -280,6 +306,7 @@ def _teardown(apps: list[tuple[str, Any]], stop_ray: bool) -> None:
 
     for name, config in apps:
         serve.delete(name)
+        serve.delete(f"{name}-floor")
         try:
             actor = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
             ray.kill(actor, no_restart=True)

@@ -115,6 +115,31 @@ def markdown(results: dict[str, Any]) -> str:
             f"idle service, {results['submit']['rate']:g} req/s", results["submit"]["idle"]
         ),
         _latency_row("seeds' scenario (jobs running)", seeds["submit"]),
+    ]
+    if "tracker_paused" in results["submit"]:
+        lines.append(
+            _latency_row(
+                "tracker paused: durable submits, no job running",
+                results["submit"]["tracker_paused"],
+            )
+        )
+    floor = results["submit"].get("floor", {})
+    if floor:
+        lines += [
+            _latency_row(f"Serve floor, {label}: no-op `POST /v1/jobs`", floor[key])
+            for key, label in (("idle", "idle"), ("busy", "during the seeds' drain"))
+            if key in floor
+        ]
+        lines += [
+            "",
+            "The Serve floor is a no-op endpoint (`benchmarks/serve_floor.py`: reads the "
+            "multipart file, answers 202, stores nothing) behind the same proxy, driven at "
+            "the same rate with the same clips: what Ray Serve's proxy, its hop to a replica "
+            "and the body fetch cost before any of the service's code runs. With the "
+            "tracker paused (SIGSTOP) the submits are as durable, but no job is transcribed "
+            "on the same cores meanwhile: the service's own cost without CPU contention.",
+        ]
+    lines += [
         "",
         "## Targets",
         "",
