@@ -25,7 +25,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("log-mel features", ("feature_extractor", "__call__ (faster_whisper/feature_extractor")),
     ("language detection", ("detect_language",)),
     ("audio decode (PyAV)", ("decode_audio (serve_app/pipeline/decode.py", "_decode_stream")),
-    ("VAD (silero)", ("get_speech_timestamps", "plan_chunks")),
+    ("VAD (silero)", ("speech_timestamps", "plan_chunks")),
     ("Ray serialization", ("serialization.py", "pickle", "cloudpickle")),
     ("HTTP / multipart parsing", ("multipart", "starlette", "uvicorn", "fastapi")),
     ("job store / tracker", ("serve_app/stores", "serve_app/jobs")),

@@ -79,6 +79,13 @@ class LimitsConfig(_Strict):
     decode_workers: int = Field(
         2, ge=1, le=64, description="Child processes per replica that decode untrusted audio."
     )
+    vad_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="VAD runs at once per replica (each one thread); more wait, holding only "
+        "their decoded audio.",
+    )
     decode_max_memory_mb: int = Field(
         3072,
         ge=64,

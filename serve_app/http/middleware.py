@@ -12,6 +12,7 @@ from serve_app.errors import BackendUnavailable, PayloadTooLarge, RequestTimeout
 from serve_app.http.access import Access, scope_access
 from serve_app.http.docs import ASSET_PATHS
 from serve_app.http.errors import send_json, send_websocket_denial
+from serve_app.pipeline.memory import trim_heap
 from serve_app.security.keys import ANONYMOUS_KEY_ID, Authenticator
 from serve_app.security.ratelimit import RateLimiter, rate_limited
 
@@ -80,6 +81,8 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
 
 
 _DRAIN_BYTES = 64 * 1024
+# Bodies this large decode to arrays of several times their size (see `pipeline.memory`).
+_TRIM_AFTER_BYTES = 4 * 2**20
 
 
 class UploadLimitMiddleware:
@@ -130,9 +133,11 @@ class UploadLimitMiddleware:
                     self._uploads[who] = left
 
         try:
-            await self._guarded(scope, receive, send, too_large, release)
+            received = await self._guarded(scope, receive, send, too_large, release)
         finally:
             release()
+        if received >= _TRIM_AFTER_BYTES:
+            await asyncio.to_thread(trim_heap)
 
     async def _drain(self, receive: Receive) -> None:
         """Read and drop a small body, so that closing after the answer sends no RST."""
@@ -152,7 +157,8 @@ class UploadLimitMiddleware:
         send: Send,
         too_large: PayloadTooLarge,
         body_read: Callable[[], None],
-    ) -> None:
+    ) -> int:
+        """Runs the app; returns how many body bytes it read."""
         received = 0
         body_done = False
         started = False
@@ -187,6 +193,7 @@ class UploadLimitMiddleware:
             if started:
                 raise
             await send_json(send, exc)
+        return received
 
 
 def _has_body(scope: Scope) -> bool:

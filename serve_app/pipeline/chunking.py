@@ -1,23 +1,21 @@
 """Cut decoded audio into ≤30 s VAD chunks, and map chunk times back to the original.
 
-Both mirror `BatchedInferencePipeline`: the same Silero VAD options and the same chunk
-collection, so a chunk here is the chunk a direct pipeline run would decode.
+Both mirror `BatchedInferencePipeline`: the same Silero VAD options and timestamps
+(`pipeline.vad`) and the same chunk collection, so a chunk here is the chunk a direct
+pipeline run would decode.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import numpy as np
-from faster_whisper.vad import (
-    SpeechTimestampsMap,
-    VadOptions,
-    collect_chunks,
-    get_speech_timestamps,
-)
+from faster_whisper.vad import SpeechTimestampsMap, VadOptions, collect_chunks
 
 from serve_app.options import VadSettings
 from serve_app.pipeline.decode import SAMPLE_RATE
+from serve_app.pipeline.vad import speech_timestamps
 from serve_app.results import Segment, Word
 
 CHUNK_LENGTH_S = 30
@@ -58,7 +56,7 @@ def plan_chunks(samples: np.ndarray, vad: VadSettings | None = DEFAULT_VAD) -> C
             min_silence_duration_ms=vad.min_silence_duration_ms,
             speech_pad_ms=vad.speech_pad_ms,
         )
-        speech = get_speech_timestamps(samples, options)
+        speech = speech_timestamps(samples, options)  # faster-whisper's, in bounded memory
     if not speech:
         return ChunkPlan(chunks=[], metadata=[], speech_timestamps=[], duration=duration)
     chunks, metadata = collect_chunks(samples, speech, max_duration=CHUNK_LENGTH_S)
@@ -69,6 +67,18 @@ def plan_chunks(samples: np.ndarray, vad: VadSettings | None = DEFAULT_VAD) -> C
         speech_timestamps=speech,
         duration=duration,
     )
+
+
+class ChunkPlanner:
+    """`plan_chunks` off the event loop, at most `workers` at once: each VAD run is one
+    thread at full speed, so more at once only adds their working memory."""
+
+    def __init__(self, workers: int) -> None:
+        self._slots = asyncio.Semaphore(workers)
+
+    async def plan(self, samples: np.ndarray, vad: VadSettings | None) -> ChunkPlan:
+        async with self._slots:
+            return await asyncio.to_thread(plan_chunks, samples, vad)
 
 
 def restore_timestamps(segments: list[Segment], plan: ChunkPlan) -> list[Segment]:

@@ -32,7 +32,7 @@ from serve_app.inference.protocol import ChunkRequest, ChunkResult, ModelClient,
 from serve_app.inference.speaker import SpeakerClient
 from serve_app.options import Caller, DecodeOptions, FallbackPolicy, TranscribeOptions
 from serve_app.pipeline.channels import merge_channels
-from serve_app.pipeline.chunking import ChunkPlan, plan_chunks, restore_timestamps
+from serve_app.pipeline.chunking import ChunkPlan, ChunkPlanner, restore_timestamps
 from serve_app.pipeline.diarize import Diarizer, DiarizeRequest, SpeakerWindows
 from serve_app.pipeline.fallback import decode_with_fallback
 from serve_app.pipeline.references import diarize_request
@@ -104,6 +104,7 @@ class TranscriptionService:
         self._decoder = DecoderPool(
             config.limits.decode_workers, config.limits.decode_max_memory_mb
         )
+        self._planner = ChunkPlanner(config.limits.vad_workers)
         # Where `vocabulary` ids are looked up: the job store, set by its owner.
         self.vocabularies: VocabularySource | None = None
         self.diarizer = Diarizer(config.diarization, speakers) if speakers else None
@@ -172,7 +173,7 @@ class TranscriptionService:
             clock.lap("decode")
             tracks = list(samples) if samples.ndim == 2 else [samples]  # multichannel: rows
             vad = options.vad_settings()
-            plans = [await asyncio.to_thread(plan_chunks, track, vad) for track in tracks]
+            plans = [await self._planner.plan(track, vad) for track in tracks]
             plan = next((p for p in plans if p.chunks), plans[0])  # language: first speech
             clock.lap("vad")
             if language is None:

@@ -105,3 +105,7 @@ def test_quick_chaos_suite_writes_its_tables(tmp_path, model_cache):
     assert stalled["statuses"]["stalled uploads"] == {"408": 200}
     assert oversize["declared_2GiB_status"] == "413"
     assert oversize["chunked_status"] == "413"
+    # 8 concurrent 8 MiB uploads: +783 MB over idle with faster-whisper's whole-file VAD
+    # runs, about +190 MB now (the goal's bound here: 0.5x idle + 64 MB, about +230 MB).
+    assert oversize["eight_max_statuses"] == [200]
+    assert oversize["eight_max_rss_peak_mb"] - oversize["eight_max_rss_idle_mb"] < 400
