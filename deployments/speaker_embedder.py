@@ -1,7 +1,7 @@
 """SpeakerEmbedder: the GE2E voice encoder as its own Ray Serve deployment (wiring only).
 
 Calls from every request (sync, handle, job) are gathered by `serve.batch`, so their
-clips run through the numpy LSTM as one batch; batch size and wait come from the config.
+clips run through the LSTM as one batch; batch size and wait come from the config.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ class SpeakerEmbedder:
         batched: Any = self._embed_batch  # serve.batch's wrapper: typed as the function
         batched.set_max_batch_size(config.max_batch_size)
         batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
-        logger.info("SpeakerEmbedder ready (numpy GE2E, batch %d)", config.max_batch_size)
+        logger.info("SpeakerEmbedder ready (GE2E on onnxruntime, batch %d)", config.max_batch_size)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _embed_batch(self, requests: list[list[np.ndarray]]) -> list[np.ndarray]:
-        # The encoder is numpy (BLAS releases the GIL): off the event loop.
+        # The encoder releases the GIL (onnxruntime, numpy): off the event loop.
         return await asyncio.to_thread(self.replica.embed_many, requests)
 
     async def embed(self, clips: list[np.ndarray]) -> np.ndarray:

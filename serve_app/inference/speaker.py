@@ -1,6 +1,7 @@
 """The speaker-embedding seam: `SpeakerClient` (what callers use) and `SpeakerReplica`.
 
-A replica holds the numpy GE2E encoder (`voice_encoder.VoiceEncoder`). Its
+A replica holds the GE2E encoder (`voice_encoder.VoiceEncoder`, its LSTM on onnxruntime:
+`voice_encoder_onnx`). Its
 `embed_many` takes the clips of several requests at once (the SpeakerEmbedder deployment
 gathers them with `serve.batch`), so their partials run through the LSTM in one batch.
 No Ray here.
@@ -14,7 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from serve_app.inference.voice_encoder import EMBEDDING_SIZE, VoiceEncoder
+from serve_app.inference.voice_encoder import EMBEDDING_SIZE
+from serve_app.inference.voice_encoder_onnx import OnnxVoiceEncoder
 
 
 class SpeakerClient(Protocol):
@@ -27,7 +29,7 @@ class SpeakerReplica:
     """The encoder of one SpeakerEmbedder replica (or of an in-process test stack)."""
 
     def __init__(self, weights: Path | None = None) -> None:
-        self.encoder = VoiceEncoder(weights)
+        self.encoder = OnnxVoiceEncoder(weights)
         self.batches = 0
         self.batch_sizes: list[int] = []
 

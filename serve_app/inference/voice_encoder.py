@@ -126,7 +126,9 @@ class VoiceEncoder:
 
     def __init__(self, weights: Path | None = None) -> None:
         checkpoint = load_checkpoint(weights or packaged_weights())
-        state = checkpoint.get("model_state", checkpoint)
+        self._load(checkpoint.get("model_state", checkpoint))
+
+    def _load(self, state: dict[str, np.ndarray]) -> None:
         self.layers: list[_Layer] = []
         # Gates are [i, f, g, o]; sigmoid(x) = (1 + tanh(x / 2)) / 2, so with the i, f and o
         # columns pre-scaled by 1/2 one tanh per step serves all four gates.

@@ -98,3 +98,14 @@ def test_same_voice_is_closer_than_other_voices(encoder: VoiceEncoder) -> None:
     assert same > sim[1, 2] + 0.1 and same > sim[1, 3] + 0.1
     # Batch composition does not change an embedding.
     np.testing.assert_allclose(encoder.embed_clips(clips[:1])[0], emb[0], atol=1e-5)
+
+
+def test_onnxruntime_network_gives_the_numpy_embeddings(encoder: VoiceEncoder) -> None:
+    from serve_app.inference.voice_encoder_onnx import OnnxVoiceEncoder
+
+    fast = OnnxVoiceEncoder(threads=1)
+    clips = [speak("en-us", SENTENCES[0]), speak("en+Michael", SENTENCES[1])]
+    mels = np.concatenate([encoder.partial_mels(clip) for clip in clips])
+    np.testing.assert_allclose(fast.embed_partials(mels), encoder.embed_partials(mels), atol=1e-5)
+    np.testing.assert_allclose(fast.embed_clips(clips), encoder.embed_clips(clips), atol=1e-5)
+    assert fast.embed_partials(mels[:0]).shape == (0, 256)
