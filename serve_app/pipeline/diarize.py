@@ -3,7 +3,7 @@
 Runs in the ingress (sync requests, handles) and in the tracker (the diarization stage of
 a job). The embeddings come from the SpeakerEmbedder deployment through `SpeakerClient`;
 clustering (`clustering.py`) and labelling are cheap and run here. Windows of `window_s`
-(1.6 s: one GE2E partial) step by `hop_s` (1.2 s) over the Silero VAD speech regions the
+(1.6 s: one GE2E partial) step by `hop_s` (1.6 s) over the Silero VAD speech regions the
 transcription already found, so embedding can run while the chunks decode.
 """
 
