@@ -76,11 +76,12 @@ class Load:
     accepted: dict[str, str] = field(default_factory=dict)  # idempotency key -> job id
     refused: list[str] = field(default_factory=list)  # idempotency keys answered 503
     running: bool = True
+    timeout_s: float = 10.0  # longer: no answer (status 0)
 
     async def one(self, kind: str, send: Callable[[], Awaitable[httpx.Response]]) -> Any:
         phase, started = self.phase, time.monotonic()
         try:
-            response = await asyncio.wait_for(send(), timeout=10)
+            response = await asyncio.wait_for(send(), timeout=self.timeout_s)
         except (TimeoutError, httpx.HTTPError):
             now = time.monotonic()
             self.outcomes.append(Outcome(kind, phase, 0, now - started, ended=self.phase, at=now))
