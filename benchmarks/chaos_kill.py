@@ -12,6 +12,7 @@ test_replica_restart.py` runs the same `run_kill` on the tests' Ray.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -114,6 +115,14 @@ def kill_tracker(config: Any) -> Callable[[], None]:
     tracker = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
     pid = _pid(tracker)
     return lambda: os.kill(pid, signal.SIGKILL)
+
+
+def _remove_tracker(config: Any) -> None:
+    """The tracker is a detached actor: `serve.delete` leaves it running."""
+    import ray
+
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace))
 
 
 def tracker_back(config: Any, old_worker: str) -> Callable[[], bool]:
@@ -241,14 +250,15 @@ def summarize_kill(name: str, run: KillRun) -> dict[str, Any]:
     }
 
 
-async def kill_scenarios(names: list[str], cache: Path, root: Path) -> list[dict[str, Any]]:
+async def kill_scenarios(
+    names: list[str], cache: Path, root: Path, phase_s: float = 5.0
+) -> list[dict[str, Any]]:
     """Start Ray (2 CPUs) and Serve here, deploy one app per scenario, kill, tear down.
     `transcriber:2` is the Transcriber kill with `ingress.replica_wait_s` 2 (default 10)."""
     import ray
     from ray import serve
 
     from benchmarks.scale import deploy
-    from tests.integration.conftest import kill_tracker as remove_tracker
 
     data = Path(__file__).resolve().parents[1] / "tests" / "data"
     audio, job_audio = (data / "hello.wav").read_bytes(), (data / "story.flac").read_bytes()
@@ -271,11 +281,11 @@ async def kill_scenarios(names: list[str], cache: Path, root: Path) -> list[dict
                     back = tracker_back(config, tracker_worker(config))
                     title = "job tracker kill -9"
                 async with httpx.AsyncClient(base_url=url, timeout=120, trust_env=False) as client:
-                    run = await run_kill(client, audio, job_audio, kill, back, phase_s=5.0)
+                    run = await run_kill(client, audio, job_audio, kill, back, phase_s=phase_s)
                 results.append(summarize_kill(title, run))
             finally:
                 serve.delete(name)
-                remove_tracker(config)
+                _remove_tracker(config)
     finally:
         if base is not None:
             serve.shutdown()
