@@ -223,6 +223,12 @@ async def _restarted(killed_at: float, back: Callable[[], bool], timeout_s: floa
     raise AssertionError(f"no restart within {timeout_s} s of the kill")
 
 
+def _on_replica_s(timing: str | None) -> float:
+    """The replica's share of a sync answer: `queue` + `batch` in Server-Timing."""
+    parts = (part.strip().partition(";dur=") for part in (timing or "").split(","))
+    return sum(float(dur) / 1000 for name, _, dur in parts if name in ("queue", "batch"))
+
+
 def summarize_kill(name: str, run: KillRun) -> dict[str, Any]:
     outcomes = run.load.outcomes
     by_phase = {
@@ -230,6 +236,12 @@ def summarize_kill(name: str, run: KillRun) -> dict[str, Any]:
         for phase in KILL_PHASES
     }
     refused = [o for o in outcomes if o.status == 503]
+    # How long a sync request spent after the kill (from the kill, or from when it was sent).
+    waits = {
+        id(o): o.at - max(o.at - o.seconds, run.killed_at)
+        for o in outcomes
+        if o.kind == "sync" and o.at > run.killed_at
+    }
     served = [
         o.at for o in outcomes if o.kind == "sync" and o.status == 200 and o.at > run.killed_at
     ]
@@ -239,6 +251,18 @@ def summarize_kill(name: str, run: KillRun) -> dict[str, Any]:
         "answers": len(outcomes),
         "worst_latency_s": round(max((o.seconds for o in outcomes), default=0.0), 3),
         "worst_503_s": round(max((o.seconds for o in refused), default=0.0), 3),
+        "worst_sync_wait_from_kill_s": round(max(waits.values(), default=0.0), 3),
+        # Less its replica's time (Server-Timing queue + batch): what waiting for one cost.
+        "worst_sync_wait_from_kill_without_model_s": round(
+            max(
+                (w - _on_replica_s(o.timing) for o in outcomes if (w := waits.get(id(o)))),
+                default=0.0,
+            ),
+            3,
+        ),
+        "worst_503_from_kill_s": round(
+            max((waits.get(id(o), 0.0) for o in refused), default=0.0), 3
+        ),
         "codes_of_errors": sorted({o.code or str(o.status) for o in outcomes if o.status >= 400}),
         "503_without_retry_after": sum(1 for o in refused if not o.retry_after),
         "jobs_accepted": len(run.load.accepted) + len(run.jobs_before),
