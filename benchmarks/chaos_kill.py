@@ -223,7 +223,7 @@ async def _restarted(killed_at: float, back: Callable[[], bool], timeout_s: floa
     raise AssertionError(f"no restart within {timeout_s} s of the kill")
 
 
-def _on_replica_s(timing: str | None) -> float:
+def on_replica_s(timing: str | None) -> float:
     """The replica's share of a sync answer: `queue` + `batch` in Server-Timing."""
     parts = (part.strip().partition(";dur=") for part in (timing or "").split(","))
     return sum(float(dur) / 1000 for name, _, dur in parts if name in ("queue", "batch"))
@@ -255,7 +255,7 @@ def summarize_kill(name: str, run: KillRun) -> dict[str, Any]:
         # Less its replica's time (Server-Timing queue + batch): what waiting for one cost.
         "worst_sync_wait_from_kill_without_model_s": round(
             max(
-                (w - _on_replica_s(o.timing) for o in outcomes if (w := waits.get(id(o)))),
+                (w - on_replica_s(o.timing) for o in outcomes if (w := waits.get(id(o)))),
                 default=0.0,
             ),
             3,

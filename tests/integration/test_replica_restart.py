@@ -18,7 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.chaos_kill import kill_config, kill_transcriber, run_kill, transcriber_back
+from benchmarks.chaos_kill import (
+    kill_config,
+    kill_transcriber,
+    on_replica_s,
+    run_kill,
+    transcriber_back,
+)
 from tests.integration.conftest import deployed
 from tests.unit.conftest import LOOP
 
@@ -26,7 +32,7 @@ pytestmark = [LOOP, pytest.mark.integration]
 
 WAIT_S = 0.5  # far below the restart (~3-4 s: a new worker process, then the model)
 RETRY_S = 0.5  # RayModelClient's sleep before it retries a chunk whose replica died
-SLACK_S = 1.5  # the shared 2-core CI machine
+SLACK_S = 2.0  # the ingress's own work (decode, VAD) on the shared 2-core CI machine
 
 
 @pytest.fixture(scope="module")
@@ -53,40 +59,28 @@ async def test_killed_replica_means_bounded_503s_then_200s(
     outcomes = run.load.outcomes
     restart_s = run.back_at - run.killed_at
     refused = [o for o in outcomes if o.status == 503]
-    # Answered 200 only after the new replica, though sent well before it: they waited
-    # through the restart with no replica (what every request did before replica_wait_s).
-    hung = [
-        o
+    # What each sync request answered after the kill spent there (from the kill, or from
+    # when it was sent) other than on a replica (Server-Timing queue + batch): waiting for
+    # one. Before replica_wait_s, the requests in flight at the kill waited the whole restart.
+    waited = {
+        id(o): o.at - max(o.at - o.seconds, run.killed_at) - on_replica_s(o.timing)
         for o in outcomes
-        if o.kind == "sync"
-        and o.status == 200
-        and o.at - o.seconds < run.back_at - WAIT_S - SLACK_S
-        and o.at > run.back_at
-    ]
-    stranded = [  # sent while no replica could take them for a whole wait
-        o
-        for o in outcomes
-        if o.kind == "sync" and run.killed_at < o.at - o.seconds < run.back_at - WAIT_S - 0.2
-    ]
+        if o.kind == "sync" and o.at > run.killed_at
+    }
+    long = [o for o in outcomes if waited.get(id(o), 0.0) > WAIT_S + RETRY_S + SLACK_S]
     print(  # the figures of the report: pytest -s
         f"restart (kill -> new replica running) {restart_s:.2f} s; "
         f"{len(refused)} x 503, worst {max((o.seconds for o in refused), default=0):.2f} s; "
-        f"waited through the restart: {[round(o.seconds, 2) for o in hung]}"
+        f"longest wait for a replica {max(waited.values(), default=0):.2f} s"
     )
 
     assert all(o.status in (200, 202, 503) for o in outcomes), [
         o for o in outcomes if o.status not in (200, 202, 503)
     ]
-    assert not hung, f"restart {restart_s:.2f} s; 200s that waited through it: {hung}"
+    assert not long, f"restart {restart_s:.2f} s; waited longer than the bound: {long}"
+    # The restart outlasts the wait, so some sync requests were refused; only they.
     assert refused and all(o.kind == "sync" for o in refused), refused
     assert all(o.code == "backend_unavailable" and o.retry_after for o in refused), refused
-    # Bounded: from when it was sent (or from the kill, if it was in flight then), a 503
-    # came within the wait (plus the retry's sleep for a chunk on the killed replica).
-    for o in refused:
-        waited = o.at - max(o.at - o.seconds, run.killed_at)
-        assert waited <= WAIT_S + RETRY_S + SLACK_S, o
-    assert stranded, f"restart {restart_s:.2f} s: nothing was sent during it"
-    assert all(o.status == 503 for o in stranded), [(o.status, o.seconds) for o in stranded]
     assert all(o.status in (200, 202) for o in outcomes if o.phase == "after")
     assert run.lost == 0 and run.duplicated == 0
     assert run.max_attempts == 1  # no job attempt failed over the restart
