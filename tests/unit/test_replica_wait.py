@@ -115,6 +115,8 @@ async def test_without_a_bound_the_call_waits() -> None:
             return "late"
 
     assert await ReplicaWait(None, "model").call(Plain()) == "late"  # type: ignore[arg-type]
+    Plain.by_reference = False  # a gRPC handle: no ObjectRef to wait for, so no bound
+    assert await ReplicaWait(WAIT_S, "model").call(Plain()) == "late"  # type: ignore[arg-type]
 
 
 class FakeHandle:
