@@ -1,7 +1,7 @@
 """Chaos suite (issue 16): faults under a small bounded load, one table per scenario.
 
-    python -m benchmarks.chaos            # every scenario, 5 s outages
-    python -m benchmarks.chaos --quick    # 2 s outages (what CI runs: test_benchmark_smoke)
+    python -m benchmarks.chaos            # every scenario, 5 s outages and phases
+    python -m benchmarks.chaos --quick    # 2 s outages and phases
     python -m benchmarks.chaos --scenarios postgres,stalled
 
 Scenarios: `postgres`, `redis`, `s3` (the real server stopped and started again while sync
@@ -9,11 +9,17 @@ transcriptions, a job submit per second, job lists and `/healthz` keep coming), 
 (200 uploads that send headers and 1 kB, then nothing, against uvicorn serving the app) and
 `oversize` (a 2 GiB `Content-Length`, and a chunked raw body that never ends). The service
 is `serve_app.testing.LocalStack` (the Ingress's HTTP app, job front end and tracker,
-without Ray) over throwaway Postgres, Redis and SeaweedFS started like the tests' (the
-Transcriber and tracker kills need Ray and are not in this suite). Each table: statuses per
-phase (before / during / recovering = the first 2 s after the backend is back / after),
-worst latency, jobs lost or duplicated, recovery time (backend back → last abnormal answer)
-and the process's peak RSS. JSON + markdown go to `benchmarks/results/chaos.{json,md}`.
+without Ray) over throwaway Postgres, Redis and SeaweedFS started like the tests'. Each
+table: statuses per phase (before / during / recovering = the first 2 s after the backend
+is back / after), worst latency, jobs lost or duplicated, recovery time (backend back →
+last abnormal answer) and the process's peak RSS.
+
+`transcriber` (`transcriber:2`: with `ingress.replica_wait_s` 2 instead of 10) and `tracker`
+`kill -9` the only Transcriber replica or the job tracker of an app deployed on a Ray
+started for them (`benchmarks/chaos_kill.py`): phases before / during (the kill until the
+restart is done) / after, jobs submitted just before the kill followed to the end, recovery
+= the restart. CI's smoke test runs only `stalled,oversize` with `--quick`; the kills take
+~40 s each and stay out of it. JSON + markdown go to `benchmarks/results/chaos.{json,md}`.
 """
 
 from __future__ import annotations
@@ -76,11 +82,12 @@ class Load:
     accepted: dict[str, str] = field(default_factory=dict)  # idempotency key -> job id
     refused: list[str] = field(default_factory=list)  # idempotency keys answered 503
     running: bool = True
+    timeout_s: float = 10.0  # longer: no answer (status 0)
 
     async def one(self, kind: str, send: Callable[[], Awaitable[httpx.Response]]) -> Any:
         phase, started = self.phase, time.monotonic()
         try:
-            response = await asyncio.wait_for(send(), timeout=10)
+            response = await asyncio.wait_for(send(), timeout=self.timeout_s)
         except (TimeoutError, httpx.HTTPError):
             now = time.monotonic()
             self.outcomes.append(Outcome(kind, phase, 0, now - started, ended=self.phase, at=now))
@@ -309,7 +316,10 @@ def outage_config(db_url: str, redis_url: str, s3: Any, blob_url: str, cache: Pa
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s outages and phases")
-    parser.add_argument("--scenarios", default="postgres,redis,s3,stalled,oversize")
+    parser.add_argument(
+        "--scenarios",
+        default="postgres,redis,s3,stalled,oversize,transcriber,transcriber:2,tracker",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model-cache", type=Path, default=None, help="default: the config's")
     args = parser.parse_args(argv)

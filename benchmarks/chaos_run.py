@@ -24,6 +24,7 @@ from benchmarks.chaos import RssPeak, outage_config, run_outage, summarize
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 STALLED = 200
+KILLS = ("transcriber", "tracker")  # need Ray: benchmarks/chaos_kill.py
 PART = b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
 
 
@@ -233,7 +234,10 @@ async def run_all(names: list[str], quick: bool, cache: Path | None) -> list[dic
             services["postgres"] = stack.enter_context(postgres_service())
             services["redis"] = stack.enter_context(redis_service())
             services["s3"] = stack.enter_context(s3_service())
+        kills = [name for name in names if name.partition(":")[0] in KILLS]
         for name in names:
+            if name in kills:
+                continue  # after the rest, in a Ray started for them
             if name in ("postgres", "redis", "s3"):
                 results.append(await outage(name, services, tiny, quick, cache))
             elif name == "stalled":
@@ -242,4 +246,8 @@ async def run_all(names: list[str], quick: bool, cache: Path | None) -> list[dic
                 results.append(await oversize(tiny, Path(tmp)))
             else:
                 raise SystemExit(f"unknown scenario {name!r}")
+        if kills:
+            from benchmarks.chaos_kill import kill_scenarios
+
+            results += await kill_scenarios(kills, cache, Path(tmp), 2.0 if quick else 5.0)
     return results

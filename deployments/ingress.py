@@ -40,8 +40,10 @@ class Ingress:
         speakers: DeploymentHandle | None = None,
     ) -> None:
         lower_cpu_priority(config.ingress.nice)
-        speaker_client = RaySpeakerClient(speakers) if speakers is not None else None
-        self.service = TranscriptionService(config, ray_clients(transcribers), speaker_client)
+        wait_s = config.ingress.replica_wait_s
+        speaker_client = RaySpeakerClient(speakers, wait_s) if speakers is not None else None
+        models = ray_clients(transcribers, wait_s)
+        self.service = TranscriptionService(config, models, speaker_client)
         self.jobs: JobsFrontend | None = None
         if config.jobs.enabled:
             tracker = RayTrackerClient(

@@ -263,6 +263,15 @@ class IngressConfig(_Strict):
         "a Transcriber on the same node preempts decode and VAD. 0 leaves it as Ray set it "
         "(the default: on this 2-core host the effect was below the run-to-run noise).",
     )
+    replica_wait_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How long a sync, streamed or live call waits for a model (or speaker) "
+        "replica to take a chunk while none does, e.g. the only replica restarting, before "
+        "503 backend_unavailable with Retry-After. Bounds the assignment only, never the "
+        "decode, and not while the deployment is busy but answering. Jobs wait without bound.",
+    )
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources per replica, e.g. {'head': 0.01} to keep the ingress "

@@ -31,9 +31,10 @@ class TrackerActor(JobTracker):
         speakers: DeploymentHandle | None = None,
     ) -> None:
         lower_cpu_priority(config.jobs.tracker_nice)
+        # No replica_wait_s: a job's chunks wait out a replica restart instead of failing.
         super().__init__(
             config,
-            ray_clients(handles),
+            ray_clients(handles, None),
             JobMetrics(),
             DeletionMetrics(),
             UsageMetrics(),

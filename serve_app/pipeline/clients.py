@@ -2,19 +2,23 @@
 
 Ray's failures become service errors at this boundary: a replica that died (crash,
 scale-down, node loss) is `BackendUnavailable`, and a chunk is retried on another replica
-first, since decoding a chunk is idempotent.
+first, since decoding a chunk is idempotent. While no replica can take a call (the only one
+is restarting), the ingress waits at most `ingress.replica_wait_s` for one (`ReplicaWait`);
+the tracker waits for as long as the restart takes, since its jobs must not fail over it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import TypeVar
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 from ray.exceptions import RayActorError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 from serve_app.errors import BackendUnavailable, ServiceError
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ReplicaInfo, ReplicaStats
@@ -22,20 +26,89 @@ from serve_app.results import LanguageGuess
 
 logger = logging.getLogger("ray.serve")
 
-T = TypeVar("T")
+# What `handle.method.remote()` is typed as; every method called here is unary.
+Response = DeploymentResponse[Any] | DeploymentResponseGenerator[Any]
 _CHUNK_RETRIES = 2
+
+
+class ReplicaWait:
+    """Bounds how long a call of one deployment waits to be *assigned* to a replica.
+
+    Serve's router queues a call until a replica takes it; with every replica dead that is
+    the whole restart. Only the assignment is bounded, never the call on the replica: a chunk
+    queued in a busy batcher is on a replica already. A call that waits at the router behind
+    full replicas (`max_ongoing_requests`) is not cut off either, as long as this client sees
+    its deployment make progress: a call assigned or answered within the last `wait_s`, or
+    one on a replica right now. `wait_s` None waits without bound (the tracker's).
+    Checked against Ray Serve 2.60's router: the assignment future resolves only after a
+    replica accepted the call, and cancelling it removes the call from the router's queue.
+    """
+
+    def __init__(self, wait_s: float | None, what: str) -> None:
+        self.wait_s = wait_s
+        self.what = what
+        self._progress = -math.inf  # monotonic time of the last assignment or answer
+        self._on_replica = 0
+
+    def _busy(self) -> bool:
+        assert self.wait_s is not None
+        return self._on_replica > 0 or time.monotonic() - self._progress < self.wait_s
+
+    async def call(self, sent: Response) -> Any:
+        response = cast(DeploymentResponse[Any], sent)
+        if self.wait_s is None or not response.by_reference:
+            return await response  # a gRPC handle (RAY_SERVE_THROUGHPUT_OPTIMIZED) has no ref
+        ref = await self._assigned(response)
+        self._on_replica += 1
+        try:
+            result = await ref
+        except asyncio.CancelledError:
+            response.cancel()  # the caller left: stop the call on the replica too
+            raise
+        finally:
+            self._on_replica -= 1
+        self._progress = time.monotonic()
+        return result
+
+    async def _assigned(self, response: DeploymentResponse[Any]) -> Any:
+        assert self.wait_s is not None
+        # `_to_object_ref` resolves once the router has handed the call to a replica.
+        pending = asyncio.ensure_future(response._to_object_ref())
+        try:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=self.wait_s)
+                if done:
+                    self._progress = time.monotonic()
+                    return pending.result()
+                if not self._busy():
+                    break
+        except asyncio.CancelledError:
+            pending.cancel()
+            response.cancel()
+            raise
+        # Cancelling a pending assignment takes the call out of the router's queue.
+        pending.cancel()
+        response.cancel()
+        logger.warning("no %s replica took a call within %.1f s", self.what, self.wait_s)
+        raise BackendUnavailable(
+            f"no {self.what} replica is available (restarting?); retry",
+            headers={"Retry-After": "1"},
+        )
 
 
 class RayModelClient:
     """The `ModelClient` of one Transcriber deployment."""
 
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle, replica_wait_s: float | None = None) -> None:
         self.handle = handle
+        self.wait = ReplicaWait(replica_wait_s, "model")
 
     async def transcribe_chunk(self, chunk: ChunkRequest) -> ChunkResult:
         for attempt in range(_CHUNK_RETRIES + 1):
             try:
-                result: ChunkResult = await self.handle.transcribe_chunk.remote(chunk)
+                result: ChunkResult = await self.wait.call(
+                    self.handle.transcribe_chunk.remote(chunk)
+                )
                 return result
             except RayActorError as exc:
                 if attempt == _CHUNK_RETRIES:
@@ -45,38 +118,43 @@ class RayModelClient:
         raise AssertionError("unreachable")
 
     async def detect_language(self, chunks: Sequence[np.ndarray]) -> LanguageGuess:
-        return await _call(self.handle.detect_language.remote(list(chunks)))
+        result: LanguageGuess = await self._call(self.handle.detect_language.remote(list(chunks)))
+        return result
 
     async def describe(self) -> ReplicaInfo:
-        return await _call(self.handle.describe.remote())
+        result: ReplicaInfo = await self._call(self.handle.describe.remote())
+        return result
 
     async def stats(self) -> ReplicaStats:
-        return await _call(self.handle.stats.remote())
+        result: ReplicaStats = await self._call(self.handle.stats.remote())
+        return result
+
+    async def _call(self, response: Response) -> Any:
+        try:
+            return await self.wait.call(response)
+        except ServiceError:
+            raise
+        except RayActorError as exc:
+            raise BackendUnavailable("the model replica is unavailable; retry") from exc
 
 
-async def _call(response: Awaitable[T]) -> T:
-    try:
-        return await response
-    except ServiceError:
-        raise
-    except RayActorError as exc:
-        raise BackendUnavailable("the model replica is unavailable; retry") from exc
-
-
-def ray_clients(handles: dict[str, DeploymentHandle]) -> dict[str, RayModelClient]:
-    return {name: RayModelClient(handle) for name, handle in handles.items()}
+def ray_clients(
+    handles: dict[str, DeploymentHandle], replica_wait_s: float | None = None
+) -> dict[str, RayModelClient]:
+    return {name: RayModelClient(handle, replica_wait_s) for name, handle in handles.items()}
 
 
 class RaySpeakerClient:
     """The `SpeakerClient` of the SpeakerEmbedder deployment."""
 
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle, replica_wait_s: float | None = None) -> None:
         self.handle = handle
+        self.wait = ReplicaWait(replica_wait_s, "speaker embedder")
 
     async def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         for attempt in range(_CHUNK_RETRIES + 1):
             try:
-                result: np.ndarray = await self.handle.embed.remote(list(clips))
+                result: np.ndarray = await self.wait.call(self.handle.embed.remote(list(clips)))
                 return result
             except RayActorError as exc:
                 if attempt == _CHUNK_RETRIES:
