@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from benchmarks import baselines, jobs, loadgen, packing, report, shapes
+from benchmarks.accuracy import normalise, wer
 from benchmarks.clips import (
     DEFAULT_CACHE,
     ENGLISH_FIXTURES,
@@ -40,6 +41,7 @@ from benchmarks.clips import (
     total_audio,
 )
 from benchmarks.cpu import CpuLedger
+from benchmarks.plots import plot, plot_shapes
 from benchmarks.profile import Profiler
 from benchmarks.service import (
     DEFAULT_APP,
@@ -51,6 +53,7 @@ from benchmarks.service import (
     bench_config,
     start_local,
 )
+from benchmarks.targets import targets
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_CACHE = Path("~/.cache/whisper-serve/models").expanduser()
@@ -222,9 +225,9 @@ def run_model(
             **({"profile": profile} if profile else {}),
         },
         "wer": {
-            "naive": report.wer(base["texts"]["naive"], clips),
-            "ceiling": report.wer(base["texts"]["ceiling"], clips),
-            "service": report.wer(texts, clips),
+            "naive": wer(base["texts"]["naive"], clips),
+            "ceiling": wer(base["texts"]["ceiling"], clips),
+            "service": wer(texts, clips),
         },
         "service_equals_ceiling": sum(
             texts.get(c.name) == base["texts"]["ceiling"].get(c.name) for c in clips
@@ -299,7 +302,7 @@ def _needs_long(opts: Options) -> bool:
 
 
 def _entry_with_wer(run: baselines.BaselineRun, clips: list[Clip]) -> dict[str, Any]:
-    return {**_baseline_entry(run), "wer": report.wer(run.texts, clips)}
+    return {**_baseline_entry(run), "wer": wer(run.texts, clips)}
 
 
 def run_shape_baselines(
@@ -360,7 +363,7 @@ def _shape(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def _long_wer(long: Clip, text: str | None, wall_s: float | None) -> float | None:
     """WER of a transcript of the long recording; None when the work did not succeed."""
-    return report.wer({long.name: text or ""}, [long]) if wall_s is not None else None
+    return wer({long.name: text or ""}, [long]) if wall_s is not None else None
 
 
 def run_shapes(
@@ -379,7 +382,7 @@ def run_shapes(
         "baselines": base.get("baselines", {}),
     }
     if long is not None:
-        words = len(report.normalise(long.reference).split())
+        words = len(normalise(long.reference).split())
         out["recording"] = {"name": long.name, "audio_s": long.duration, "words": words}
     if "burst" in opts.shapes:
         n, reps = len(bursts), opts.burst_repeats
@@ -388,7 +391,7 @@ def run_shapes(
         ceiling_texts = base.get("texts", {}).get("burst_ceiling", {})
         for mode, entry in (burst.get("modes") or {}).items():
             texts = entry.pop("texts")
-            entry["wer"] = report.wer(texts, bursts)
+            entry["wer"] = wer(texts, bursts)
             entry["identical_to_ceiling"] = sum(
                 c.name in texts and texts[c.name] == ceiling_texts.get(c.name) for c in bursts
             )
@@ -505,7 +508,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         "clip_audio_s": round(total_audio(clips), 3),
         "clips": [{"name": c.name, "duration": c.duration} for c in clips],
     }
-    results["targets"] = report.targets(results)
+    results["targets"] = targets(results)
     write_outputs(results, opts.out)
     return results
 
@@ -525,8 +528,8 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         if ordered["packing"].get("layouts"):
             text += packing.layouts_markdown(ordered["packing"]["layouts"]) + "\n"
     (out / "latest.md").write_text(text)
-    report.plot(ordered, out / "latest.png")
-    report.plot_shapes(ordered, out / "latest-shapes.png")
+    plot(ordered, out / "latest.png")
+    plot_shapes(ordered, out / "latest-shapes.png")
     print(text)
 
 
