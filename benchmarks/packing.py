@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.accuracy import wer, words_wrong
 from benchmarks.clips import Clip, generated_clips
-from benchmarks.report import wer, words_wrong
 from serve_app.config import PackingSettings
 from serve_app.inference.engine import WhisperEngine
 from serve_app.inference.packing import Window, WindowPacker

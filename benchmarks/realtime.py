@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.client import connect
 
+from benchmarks.accuracy import normalise
 from benchmarks.clips import DEFAULT_CACHE, Clip, generated_clips
-from benchmarks.report import normalise
 from serve_app.client.live import read_pcm16, realtime_url
 
 RESULTS = Path(__file__).resolve().parent / "results"

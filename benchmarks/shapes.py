@@ -2,7 +2,7 @@
 and interactive clients while a long job runs.
 
 Every function takes the base URL, runs one shape and returns a plain dict (walls, the
-inputs of the ratios, per-request records); `benchmarks.report.targets` turns them into
+inputs of the ratios, per-request records); `benchmarks.targets.targets` turns them into
 ratios against the baselines measured in the same run.
 
 * burst: all clips sent at once (`asyncio.gather` over one client with a connection per

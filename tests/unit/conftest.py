@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from serve_app.config import AppConfig, ModelConfig
 from serve_app.inference.replica import ModelReplica
 from serve_app.testing import LocalStack, load_replica
 from tests.text import SseReader
+from tests.unit.live_support import serving
 
 # Modules whose tests use the stack put `pytestmark = LOOP` at the top.
 LOOP = pytest.mark.asyncio(loop_scope="session")
@@ -120,3 +121,30 @@ async def idle_stack(stack: LocalStack) -> LocalStack:
     assert stack.tracker is not None
     await stack.tracker.stop()
     return stack
+
+
+# ---- the realtime tests' fixtures (test_realtime*.py) ----------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def url(stack: LocalStack) -> AsyncIterator[str]:
+    """The stack's app on a real socket (uvicorn in the session loop): its ws:// base URL."""
+    async with serving(stack.app) as served:
+        yield served
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_stack(tmp_path: Path, replica: ModelReplica) -> AsyncIterator[Callable[..., Any]]:
+    """Stacks with other settings (auth, realtime limits), on the shared replica."""
+    opened: list[LocalStack] = []
+
+    async def make(**sections: Any) -> LocalStack:
+        base = stack_config(tmp_path / str(len(opened))).model_dump()
+        config = AppConfig.model_validate({**base, **sections})
+        entered = await LocalStack(config, replicas={"tiny.en": replica}).__aenter__()
+        opened.append(entered)
+        return entered
+
+    yield make
+    for entered in opened:
+        await entered.__aexit__(None, None, None)
