@@ -14,7 +14,7 @@ run: install  ## set up and run the service on :8000 (CPU default config)
 	$(BIN)/serve run serve_config.yaml
 
 test: system-deps install lint  ## set up and run every test (unit + integration)
-	$(BIN)/python -m pytest tests -p no:cacheprovider --timeout 900 -q -ra
+	$(BIN)/python -m pytest tests -p no:cacheprovider --timeout 900 -q -ra --durations=25
 
 install: $(STAMP)
 
