@@ -301,12 +301,15 @@ class JobTracker:
         except Exception as exc:
             await self._failed(job, exc, publish)
             return
-        finished = await self.store.guard.run(self.store.complete_job, job.id, self.worker_id, key)
         seconds = self.runner.durations.pop(job.id, 0.0)
+        # Metered in the completion's own transaction: once, by the worker whose completion
+        # counted, and before any client can see the job succeeded.
+        charge = self.meter.charge(job.model, "job", seconds)
+        finished = await self.store.guard.run(
+            self.store.complete_job, job.id, self.worker_id, key, charge
+        )
         if finished is not None:
-            # Metered once, by the worker whose completion counted.
-            key_id = await self.store.guard.run(self.store.get_job_key, job.id)
-            await self.meter.record(job.tenant, key_id or "-", job.model, "job", seconds)
+            self.meter.observe(job.tenant, job.model, "job", seconds)
             await self._terminal(finished, publish)
 
     async def _failed(self, job: Job, exc: Exception, publish: Publish) -> None:

@@ -25,8 +25,10 @@ KEY_PREFIX = "ws_"
 # Longer tokens are refused before hashing: nothing we issue is that long.
 _MAX_TOKEN_CHARS = 256
 _MAX_CACHED_KEYS = 10_000
-_STALE_WAIT_S = 1.0  # with a stale entry to fall back on, wait no longer for the store
-# (no shorter: a healthy but busy store must still get to refuse a revoked key)
+# With a stale entry to fall back on, wait no longer for the store: the request's own store
+# call may still wait `pool_timeout_s` (1 s) after it, and the pair must answer within 2 s.
+# A lookup that answers later still drops a revoked key from the cache (`_settled`).
+_STALE_WAIT_S = 0.5
 ANONYMOUS_KEY_ID = "anonymous"
 # One message for a missing, malformed, unknown or revoked key: no oracle for key states.
 UNAUTHORIZED_MESSAGE = "missing or invalid API key"

@@ -19,7 +19,7 @@ from serve_app.errors import BackendUnavailable
 from serve_app.security.ratelimit import rate_limited
 from serve_app.stores import errors as store_errors
 from serve_app.stores.job_store import JobStore
-from serve_app.stores.records import UsageRecord
+from serve_app.stores.records import UsageCharge, UsageRecord
 
 logger = logging.getLogger("ray.serve")
 OTHER_TENANTS = "other"
@@ -68,14 +68,24 @@ class UsageMeter:
     ) -> None:
         """Add `seconds` of audio; a store failure is logged, never fails the request, and a
         slow store holds the caller at most `_RECORD_WAIT_S` (the write goes on meanwhile)."""
-        if self.observer is not None:
-            self.observer.audio_seconds(self._label(tenant), model, source, seconds)
+        self.observe(tenant, model, source, seconds)
         if self.store is None or seconds <= 0:
             return
         write = asyncio.ensure_future(self._write(tenant, key_id, model, source, seconds))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
         await asyncio.wait([write], timeout=_RECORD_WAIT_S)
+
+    def observe(self, tenant: str, model: str, source: str, seconds: float) -> None:
+        """Count `seconds` in the metric only (for usage the store already recorded)."""
+        if self.observer is not None:
+            self.observer.audio_seconds(self._label(tenant), model, source, seconds)
+
+    def charge(self, model: str, source: str, seconds: float) -> UsageCharge | None:
+        """What a store write that meters with it should add; None when metering is off."""
+        if self.store is None or seconds <= 0:
+            return None
+        return UsageCharge(model, source, seconds, utc_day())
 
     async def _write(self, tenant: str, key_id: str, model: str, source: str, seconds: float):
         assert self.store is not None

@@ -23,6 +23,7 @@ from .records import (
     JobStatus,
     NewJob,
     TenantQueue,
+    UsageCharge,
     UsageRecord,
     Vocabulary,
     WebhookDelivery,
@@ -198,8 +199,11 @@ class JobStore(Closeable):
         """The finished stages of a job: stage name -> its stored output."""
 
     @abc.abstractmethod
-    def complete_job(self, job_id: str, owner: str, result_key: str) -> Job | None:
-        """running -> succeeded; None if `owner` no longer holds the job."""
+    def complete_job(
+        self, job_id: str, owner: str, result_key: str, usage: UsageCharge | None = None
+    ) -> Job | None:
+        """running -> succeeded; None if `owner` no longer holds the job. `usage` is added in
+        the same transaction, so a job a client sees succeeded is already metered, once."""
 
     @abc.abstractmethod
     def fail_job(
@@ -283,6 +287,3 @@ class JobStore(Closeable):
     @abc.abstractmethod
     def set_job_key(self, job_id: str, key_id: str) -> None:
         """Remember which API key submitted a job (its usage is metered per key)."""
-
-    @abc.abstractmethod
-    def get_job_key(self, job_id: str) -> str | None: ...

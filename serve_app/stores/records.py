@@ -302,6 +302,16 @@ class Vocabulary:
 
 
 @dataclass(frozen=True)
+class UsageCharge:
+    """Audio seconds to meter with a job's completion, under the job's tenant and key."""
+
+    model: str
+    source: str
+    seconds: float
+    day: str  # YYYY-MM-DD, UTC
+
+
+@dataclass(frozen=True)
 class UsageRecord:
     """Audio seconds of one tenant's key on one UTC day, model and source (sync/job/live)."""
 

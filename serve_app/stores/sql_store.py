@@ -20,6 +20,7 @@ from .records import (
     JobStatus,
     NewJob,
     TenantQueue,
+    UsageCharge,
     WebhookDelivery,
     canonical_json,
     parse_json,
@@ -254,9 +255,15 @@ class SqlJobStore(SqlTenantData, JobStore):
             rows = tx.rows("load_stages", {"id": job_id})
         return {row["stage"]: parse_json(row["result"]) for row in rows}
 
-    def complete_job(self, job_id: str, owner: str, result_key: str) -> Job | None:
+    def complete_job(
+        self, job_id: str, owner: str, result_key: str, usage: UsageCharge | None = None
+    ) -> Job | None:
         params = {"id": job_id, "owner": owner, "result_key": result_key, "now": self._now()}
-        return self._finish("complete_job", params)
+        with self._transaction() as tx:
+            row = self._one(tx, "complete_job", params)
+            if row is not None and usage is not None and usage.seconds > 0:
+                self._charge(tx, row["tenant"], row["key_id"] or "-", usage)
+        return Job.from_row(row) if row is not None else None
 
     def fail_job(
         self, job_id: str, owner: str, error: str, retry_at: datetime | None = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import NotFound
-from .records import ApiKey, UsageRecord, Vocabulary, new_id
-from .sql_base import SqlBase
+from .records import ApiKey, UsageCharge, UsageRecord, Vocabulary, new_id
+from .sql_base import SqlBase, Tx
 
 
 class SqlTenantData(SqlBase):
@@ -72,16 +72,19 @@ class SqlTenantData(SqlBase):
     def add_usage(
         self, tenant: str, key_id: str, model: str, source: str, seconds: float, day: str
     ) -> None:
+        with self._transaction() as tx:
+            self._charge(tx, tenant, key_id, UsageCharge(model, source, seconds, day))
+
+    def _charge(self, tx: Tx, tenant: str, key_id: str, usage: UsageCharge) -> None:
         params = {
             "tenant": tenant,
             "key_id": key_id,
-            "day": day,
-            "model": model,
-            "source": source,
-            "seconds": float(seconds),
+            "day": usage.day,
+            "model": usage.model,
+            "source": usage.source,
+            "seconds": float(usage.seconds),
         }
-        with self._transaction() as tx:
-            tx.rows("add_usage", params)
+        tx.rows("add_usage", params)
 
     def usage_between(self, tenant: str, from_day: str, to_day: str) -> list[UsageRecord]:
         params = {"tenant": tenant, "from_day": from_day, "to_day": to_day}
@@ -97,8 +100,3 @@ class SqlTenantData(SqlBase):
     def set_job_key(self, job_id: str, key_id: str) -> None:
         with self._transaction() as tx:
             tx.rows("set_job_key", {"id": job_id, "key_id": key_id})
-
-    def get_job_key(self, job_id: str) -> str | None:
-        with self._transaction(write=False) as tx:
-            row = self._one(tx, "get_job_key", {"id": job_id})
-        return row["key_id"] if row is not None else None

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from serve_app.config import AuthConfig, RateLimitConfig
-from serve_app.errors import BackendUnavailable
+from serve_app.errors import BackendUnavailable, Unauthorized
 from serve_app.http.errors import error_response, unavailable
 from serve_app.security.keys import Authenticator, create_key
 from serve_app.stores import BackendDown, BackendGuard, CircuitBreaker, StoreTuning
@@ -123,3 +123,48 @@ def test_store_outages_map_to_503_with_retry_after() -> None:
     assert b"backend_unavailable" in response.body
     plain = error_response(BackendUnavailable("storage unavailable"))
     assert plain.headers["retry-after"] == "1"
+
+
+class _SlowKeys(SqliteJobStore):
+    """Key lookups wait for `release`: a store that hangs without failing."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.release = threading.Event()
+        self.slow = False
+
+    def get_api_key_by_hash(self, key_sha256: str):  # type: ignore[no-untyped-def]
+        if self.slow:
+            self.release.wait(10)
+        return super().get_api_key_by_hash(key_sha256)
+
+
+async def test_a_hung_store_costs_a_known_key_half_a_second_and_a_late_refusal_sticks() -> None:
+    store = _SlowKeys()
+    store.migrate()
+    clock = Clock()
+    auth = Authenticator(
+        AuthConfig(enabled=True, key_cache_s=1.0, key_stale_s=60.0),
+        RateLimitConfig(),
+        store,
+        clock=clock,
+    )
+    key, row = create_key(store, "acme", "ci")
+    await auth.authenticate(f"Bearer {key}")
+    clock.now += 5
+    store.slow = True
+    started = asyncio.get_running_loop().time()
+    assert (await auth.authenticate(f"Bearer {key}")).key_id == row.id
+    # Half the 2 s answer budget: the request's own store call may take the pool's 1 s after.
+    assert asyncio.get_running_loop().time() - started < 0.9
+    store.revoke_api_key(row.id, "acme")
+    store.release.set()  # the hung lookup answers late: the key is revoked now
+    for _ in range(50):
+        if not auth._cache:
+            break
+        await asyncio.sleep(0.02)
+    assert not auth._cache  # dropped, not served stale for the next minute
+    store.slow = False
+    with pytest.raises(Unauthorized):
+        await auth.authenticate(f"Bearer {key}")
+    store.close()

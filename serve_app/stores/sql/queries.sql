@@ -331,9 +331,6 @@ WHERE key_id = :key_id AND day = :day;
 -- name: set_job_key
 UPDATE jobs SET key_id = :key_id WHERE id = :id;
 
--- name: get_job_key
-SELECT key_id FROM jobs WHERE id = :id;
-
 -- ---- issue 14: job stages (diarization) checkpointed once -----------------------------------
 
 -- name: insert_stage

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.stores import JobStore, NotFound, open_job_store
+from serve_app.stores import JobStatus, JobStore, NewJob, NotFound, open_job_store
+from serve_app.stores.records import UsageCharge
 
 
 def test_vocabularies_are_tenant_scoped(job_store: JobStore) -> None:
@@ -44,3 +45,25 @@ def test_usage_adds_up_and_survives_reopening(job_store_url: str) -> None:
         ]
         assert store.key_usage_on("k1", "2030-01-01") == pytest.approx(14.75)
         assert store.key_usage_on("k1", "2030-01-02") == 0.0
+
+
+def test_a_completion_meters_its_job_once_in_the_same_write(job_store: JobStore) -> None:
+    job, _ = job_store.create_job(NewJob(tenant="acme", model="tiny.en", options={}))
+    job_store.set_job_key(job.id, "k1")
+    charge = UsageCharge("tiny.en", "job", 5.5, "2030-02-01")
+    assert job_store.lease_next("w1", 30) is not None
+    # A worker that no longer holds the job charges nothing.
+    assert job_store.complete_job(job.id, "w2", "results/x", charge) is None
+    assert job_store.usage_between("acme", "2030-02-01", "2030-02-01") == []
+    done = job_store.complete_job(job.id, "w1", "results/x", charge)
+    assert done is not None and done.status is JobStatus.SUCCEEDED
+    # The job reads succeeded only once the usage is there, and a repeat adds nothing.
+    assert job_store.complete_job(job.id, "w1", "results/x", charge) is None
+    [row] = job_store.usage_between("acme", "2030-02-01", "2030-02-01")
+    assert (row.key_id, row.model, row.source, row.seconds, row.requests) == (
+        "k1",
+        "tiny.en",
+        "job",
+        5.5,
+        1,
+    )
