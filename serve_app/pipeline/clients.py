@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -70,6 +70,19 @@ class ReplicaWait:
         self._progress = time.monotonic()
         return result
 
+    async def retrying(self, send: Callable[[], Response], refusal: str, what: str) -> Any:
+        """`call(send())`, sent again (up to `_CHUNK_RETRIES` times) when the replica died
+        under it: the work is idempotent and a restarted replica takes it."""
+        for attempt in range(_CHUNK_RETRIES + 1):
+            try:
+                return await self.call(send())
+            except RayActorError as exc:
+                if attempt == _CHUNK_RETRIES:
+                    raise BackendUnavailable(refusal) from exc
+                logger.warning("%s replica died during %s; retrying", self.what, what)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     async def _assigned(self, response: DeploymentResponse[Any]) -> Any:
         assert self.wait_s is not None
         # `_to_object_ref` resolves once the router has handed the call to a replica.
@@ -104,18 +117,12 @@ class RayModelClient:
         self.wait = ReplicaWait(replica_wait_s, "model")
 
     async def transcribe_chunk(self, chunk: ChunkRequest) -> ChunkResult:
-        for attempt in range(_CHUNK_RETRIES + 1):
-            try:
-                result: ChunkResult = await self.wait.call(
-                    self.handle.transcribe_chunk.remote(chunk)
-                )
-                return result
-            except RayActorError as exc:
-                if attempt == _CHUNK_RETRIES:
-                    raise BackendUnavailable("the model replica is unavailable; retry") from exc
-                logger.warning("replica died during chunk %d; retrying", chunk.index)
-                await asyncio.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
+        result: ChunkResult = await self.wait.retrying(
+            lambda: self.handle.transcribe_chunk.remote(chunk),
+            "the model replica is unavailable; retry",
+            f"chunk {chunk.index}",
+        )
+        return result
 
     async def detect_language(self, chunks: Sequence[np.ndarray]) -> LanguageGuess:
         result: LanguageGuess = await self._call(self.handle.detect_language.remote(list(chunks)))
@@ -152,12 +159,9 @@ class RaySpeakerClient:
         self.wait = ReplicaWait(replica_wait_s, "speaker embedder")
 
     async def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
-        for attempt in range(_CHUNK_RETRIES + 1):
-            try:
-                result: np.ndarray = await self.wait.call(self.handle.embed.remote(list(clips)))
-                return result
-            except RayActorError as exc:
-                if attempt == _CHUNK_RETRIES:
-                    raise BackendUnavailable("the speaker embedder is unavailable; retry") from exc
-                await asyncio.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
+        result: np.ndarray = await self.wait.retrying(
+            lambda: self.handle.embed.remote(list(clips)),
+            "the speaker embedder is unavailable; retry",
+            f"{len(clips)} clips",
+        )
+        return result

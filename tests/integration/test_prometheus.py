@@ -186,6 +186,24 @@ def _wait_for(prometheus: str, panels: list[tuple[str, str, str]], timeout: floa
     return pending
 
 
+def _settle(
+    prometheus: str, panels: list[tuple[str, str, str]], timeout: float, quiet_s: float
+) -> None:
+    """Wait until the warm-up's series are in: every panel has one, or none has appeared for
+    `quiet_s` (some, like 429s and deletes, only come with the measured traffic)."""
+    deadline = time.monotonic() + timeout
+    seen, changed = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        have = sum(bool(_query(prometheus, expr)["data"]["result"]) for _, expr, _ in panels)
+        if have == len(panels):
+            return
+        if have != seen:
+            seen, changed = have, time.monotonic()
+        elif seen > 0 and time.monotonic() - changed >= quiet_s:
+            return
+        time.sleep(3)
+
+
 def _query(prometheus: str, expr: str) -> dict[str, Any]:
     return httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=30).json()
 
@@ -202,11 +220,7 @@ def test_dashboard_and_alerts_against_real_prometheus(
         assert body["status"] == "success", (name, expr, body)
 
     _warm_up(app["url"], data_dir, webhook_receiver["url"])
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if all(_query(prometheus, expr)["data"]["result"] for _, expr, _ in panels):
-            break
-        time.sleep(3)
+    _settle(prometheus, panels, timeout=180, quiet_s=12)
     time.sleep(15)  # the rate-limit bucket refills before the measured traffic
     started = time.time()
     _traffic(app["url"], data_dir, webhook_receiver["url"])
