@@ -34,6 +34,7 @@ class Options:
     num_gpus: float = 0.0  # GPU share per model replica
     ray_cpus: int = 2
     ingress_nice: int | None = None  # None: AppConfig's default
+    model_nice: int | None = None  # models, SpeakerEmbedder and tracker; None: AppConfig's
     latency_reps: int = 15
     per_client: int = 3  # requests per client and level, rounded up to whole clip passes
     job_rate: float = 50.0

@@ -122,7 +122,11 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         )
         if opts.ingress_nice is not None:
             config["ingress"]["nice"] = opts.ingress_nice
-            config.setdefault("jobs", {})["tracker_nice"] = opts.ingress_nice
+        if opts.model_nice is not None:
+            for model in config["models"]:
+                model["nice"] = opts.model_nice
+            config.setdefault("speaker_embedder", {})["nice"] = opts.model_nice
+            config.setdefault("jobs", {})["tracker_nice"] = opts.model_nice
         gpus = 1 if opts.num_gpus else 0
         service = start_local(config, app_name, opts.ray_cpus, gpus)
     results: dict[str, Any] = {"models": {}, "shapes": {}, "jobs": {}, "packing": packed}
@@ -204,8 +208,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: float16")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPU share per model replica")
     p.add_argument("--ray-cpus", type=int, default=2, help="num_cpus for a local ray.init")
+    p.add_argument("--ingress-nice", type=int, help="ingress.nice (default: AppConfig's)")
     p.add_argument(
-        "--ingress-nice", type=int, help="ingress.nice and jobs.tracker_nice (default: AppConfig's)"
+        "--model-nice",
+        type=int,
+        help="models[].nice, speaker_embedder.nice and jobs.tracker_nice (default: AppConfig's)",
     )
     p.add_argument("--latency-reps", type=int, help="repetitions of the 5 s clip")
     p.add_argument("--per-client", type=int, help="requests per client per level (min)")
@@ -265,7 +272,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     opts.out, opts.clip_dir, opts.model_cache = a.out, a.clip_dir, a.model_cache
     opts.batch_size, opts.batch_wait_s, opts.cpu_threads = a.batch_size, a.batch_wait, a.cpu_threads
     opts.device, opts.num_gpus, opts.ray_cpus = a.device, a.num_gpus, a.ray_cpus
-    opts.ingress_nice = a.ingress_nice
+    opts.ingress_nice, opts.model_nice = a.ingress_nice, a.model_nice
     opts.job_rate, opts.drain_timeout_s, opts.skip_jobs = a.job_rate, a.drain_timeout, a.skip_jobs
     opts.profile = [x.strip() for x in a.profile.split(",") if x.strip()]
     opts.command = shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])])

@@ -16,6 +16,7 @@ from ray import serve
 
 from serve_app.config import SpeakerEmbedderConfig
 from serve_app.inference.speaker import SpeakerReplica
+from serve_app.pipeline.priority import lower_cpu_priority
 
 logger = logging.getLogger("ray.serve")
 
@@ -25,6 +26,7 @@ class SpeakerEmbedder:
     """Holds one `SpeakerReplica`; `embed` takes a list of clips, returns (n, 256)."""
 
     def __init__(self, config: SpeakerEmbedderConfig) -> None:
+        lower_cpu_priority(config.nice)
         self.replica = SpeakerReplica(Path(config.weights) if config.weights else None)
         batched: Any = self._embed_batch  # serve.batch's wrapper: typed as the function
         batched.set_max_batch_size(config.max_batch_size)

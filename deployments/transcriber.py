@@ -19,6 +19,7 @@ from serve_app.inference.protocol import ChunkRequest, ChunkResult, ReplicaInfo,
 from serve_app.inference.replica import ModelReplica
 from serve_app.inference.weights import resolve_weights, select_device
 from serve_app.observability import ReplicaMetrics
+from serve_app.pipeline.priority import lower_cpu_priority
 from serve_app.results import LanguageGuess
 
 logger = logging.getLogger("ray.serve")
@@ -29,6 +30,7 @@ class Transcriber:
     """Holds one faster-whisper model; decodes same-option chunks from all callers together."""
 
     def __init__(self, model: ModelConfig, cache_dir: str, s3: S3Config | None = None) -> None:
+        lower_cpu_priority(model.nice)  # before the model: CTranslate2's threads inherit it
         context = ray.get_runtime_context()
         self.gpu_ids = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
         device = select_device(

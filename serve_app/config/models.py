@@ -111,6 +111,14 @@ class ModelConfig(_Strict):
     cpu_threads: int = Field(
         0, ge=0, le=64, description="CTranslate2 intra-op threads; 0 = ceil(num_cpus)."
     )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness added to the replica's threads: where it shares cores with "
+        "the proxy and Ingress, they answer first and the model takes the rest (no effect "
+        "on a GPU's work). 0 leaves it as Ray set it.",
+    )
     max_ongoing_requests: int = Field(
         32, ge=1, le=1024, description="Chunks a replica accepts at once (>= max_batch_size)."
     )

@@ -102,11 +102,11 @@ class JobsConfig(_Strict):
     namespace: str = Field("whisper-serve", description="Ray namespace of the tracker.")
     tracker_num_cpus: float = Field(0.1, gt=0)
     tracker_nice: int = Field(
-        0,
+        10,
         ge=0,
         le=19,
         description="Niceness added to the tracker (and its decode children): a job's "
-        "decode and VAD yield to the Transcribers' threads, like the Ingress's.",
+        "decode and VAD yield to the proxy and Ingress, as the Transcribers do.",
     )
     tracker_resources: dict[str, float] = Field(
         default_factory=dict,
@@ -259,9 +259,9 @@ class IngressConfig(_Strict):
         0,
         ge=0,
         le=19,
-        description="Niceness added to Ingress replicas (and their decode children), so "
-        "a Transcriber on the same node preempts decode and VAD. 0 leaves it as Ray set it "
-        "(the default: on this 2-core host the effect was below the run-to-run noise).",
+        description="Niceness added to Ingress replicas (and their decode children). 0 (the "
+        "default) keeps them ahead of the Transcribers (`models[].nice`) and the tracker: "
+        "answering a submit or a probe takes little CPU, and must not wait for a batch.",
     )
     replica_wait_s: float = Field(
         10.0,

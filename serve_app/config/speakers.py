@@ -19,6 +19,9 @@ class SpeakerEmbedderConfig(_Strict):
     num_gpus: float = Field(
         0.0, ge=0.0, le=1.0, description="GPU share per replica (the numpy encoder uses none)."
     )
+    nice: int = Field(
+        10, ge=0, le=19, description="Niceness added to the replica, as `models[].nice`."
+    )
     max_ongoing_requests: int = Field(16, ge=1, le=1024)
     max_batch_size: int = Field(
         8, ge=1, le=256, description="Calls (of up to 32 clips each) run through one batch."

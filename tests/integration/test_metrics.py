@@ -138,3 +138,43 @@ def _parse(text: str) -> list[tuple[str, dict[str, str], float]]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     ]
+
+
+def _thread_niceness(title: str) -> list[int]:
+    """Niceness of every thread of the processes whose title contains `title`."""
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if title not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            for task in (proc / "task").iterdir():
+                # Field 19 of stat is the niceness; the command (field 2) may hold spaces.
+                found.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+        except OSError:  # the process or thread ended meanwhile
+            continue
+    return found
+
+
+def test_models_and_tracker_leave_the_cpu_to_the_ingress_first(metrics_app: dict) -> None:
+    import ray
+
+    name, config = metrics_app["name"], metrics_app["config"]
+    ingress = _thread_niceness(f"ServeReplica:{name}:Ingress")
+    assert ingress
+    base = min(ingress)
+    tracker = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
+    tracker_pid = ray.get(tracker.__ray_call__.remote(lambda _self: __import__("os").getpid()))
+    for title, nice in [
+        (f"ServeReplica:{name}:Transcriber", config.models[0].nice),
+        (f"ServeReplica:{name}:SpeakerEmbedder", config.speaker_embedder.nice),
+    ]:
+        threads = _thread_niceness(title)
+        assert threads and min(threads) >= min(19, base + nice), (title, base, threads)
+    threads = [
+        int(stat.read_text().rsplit(")", 1)[1].split()[16])
+        for stat in Path(f"/proc/{tracker_pid}/task").glob("*/stat")
+    ]
+    assert threads and min(threads) >= min(19, base + config.jobs.tracker_nice), threads
+    assert config.models[0].nice == config.jobs.tracker_nice == 10  # the defaults
