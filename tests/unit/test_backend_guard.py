@@ -90,16 +90,17 @@ async def test_guard_refuses_past_max_pending() -> None:
         guard.close()
 
 
-async def test_verified_keys_come_from_the_stale_cache_while_the_store_is_down() -> None:
-    store = SqliteJobStore(":memory:")
+def _stale_auth(store: SqliteJobStore) -> tuple[Clock, Authenticator]:
+    """Keys trusted for 1 s, served stale for 60 s while the store is down."""
     store.migrate()
     clock = Clock()
-    auth = Authenticator(
-        AuthConfig(enabled=True, key_cache_s=1.0, key_stale_s=60.0),
-        RateLimitConfig(),
-        store,
-        clock=clock,
-    )
+    config = AuthConfig(enabled=True, key_cache_s=1.0, key_stale_s=60.0)
+    return clock, Authenticator(config, RateLimitConfig(), store, clock=clock)
+
+
+async def test_verified_keys_come_from_the_stale_cache_while_the_store_is_down() -> None:
+    store = SqliteJobStore(":memory:")
+    clock, auth = _stale_auth(store)
     key, _ = create_key(store, "acme", "ci")
     other, _ = create_key(store, "acme", "never-seen")
     known = await auth.authenticate(f"Bearer {key}")
@@ -141,14 +142,7 @@ class _SlowKeys(SqliteJobStore):
 
 async def test_a_hung_store_costs_a_known_key_half_a_second_and_a_late_refusal_sticks() -> None:
     store = _SlowKeys()
-    store.migrate()
-    clock = Clock()
-    auth = Authenticator(
-        AuthConfig(enabled=True, key_cache_s=1.0, key_stale_s=60.0),
-        RateLimitConfig(),
-        store,
-        clock=clock,
-    )
+    clock, auth = _stale_auth(store)
     key, row = create_key(store, "acme", "ci")
     await auth.authenticate(f"Bearer {key}")
     clock.now += 5
