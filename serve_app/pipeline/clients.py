@@ -20,7 +20,7 @@ import numpy as np
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
-from serve_app.errors import BackendUnavailable, ServiceError
+from serve_app.errors import BackendUnavailable
 from serve_app.inference.protocol import ChunkRequest, ChunkResult, ReplicaInfo, ReplicaStats
 from serve_app.results import LanguageGuess
 
@@ -44,9 +44,11 @@ class ReplicaWait:
     replica accepted the call, and cancelling it removes the call from the router's queue.
     """
 
-    def __init__(self, wait_s: float | None, what: str) -> None:
+    def __init__(self, wait_s: float | None, what: str, unavailable: str | None = None) -> None:
         self.wait_s = wait_s
         self.what = what
+        # What a caller gets when the replica died under every attempt.
+        self.unavailable = unavailable or f"the {what} replica is unavailable; retry"
         self._progress = -math.inf  # monotonic time of the last assignment or answer
         self._on_replica = 0
 
@@ -70,15 +72,17 @@ class ReplicaWait:
         self._progress = time.monotonic()
         return result
 
-    async def retrying(self, send: Callable[[], Response], refusal: str, what: str) -> Any:
-        """`call(send())`, sent again (up to `_CHUNK_RETRIES` times) when the replica died
-        under it: the work is idempotent and a restarted replica takes it."""
-        for attempt in range(_CHUNK_RETRIES + 1):
+    async def retrying(
+        self, send: Callable[[], Response], what: str, retries: int = _CHUNK_RETRIES
+    ) -> Any:
+        """`call(send())`, sent again (up to `retries` times) when the replica died under it:
+        the work is idempotent and a restarted replica takes it. Then `BackendUnavailable`."""
+        for attempt in range(retries + 1):
             try:
                 return await self.call(send())
             except RayActorError as exc:
-                if attempt == _CHUNK_RETRIES:
-                    raise BackendUnavailable(refusal) from exc
+                if attempt == retries:
+                    raise BackendUnavailable(self.unavailable) from exc
                 logger.warning("%s replica died during %s; retrying", self.what, what)
                 await asyncio.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -118,31 +122,23 @@ class RayModelClient:
 
     async def transcribe_chunk(self, chunk: ChunkRequest) -> ChunkResult:
         result: ChunkResult = await self.wait.retrying(
-            lambda: self.handle.transcribe_chunk.remote(chunk),
-            "the model replica is unavailable; retry",
-            f"chunk {chunk.index}",
+            lambda: self.handle.transcribe_chunk.remote(chunk), f"chunk {chunk.index}"
         )
         return result
 
     async def detect_language(self, chunks: Sequence[np.ndarray]) -> LanguageGuess:
-        result: LanguageGuess = await self._call(self.handle.detect_language.remote(list(chunks)))
+        result: LanguageGuess = await self.wait.retrying(
+            lambda: self.handle.detect_language.remote(list(chunks)), "language detection", 0
+        )
         return result
 
     async def describe(self) -> ReplicaInfo:
-        result: ReplicaInfo = await self._call(self.handle.describe.remote())
+        result: ReplicaInfo = await self.wait.retrying(self.handle.describe.remote, "describe", 0)
         return result
 
     async def stats(self) -> ReplicaStats:
-        result: ReplicaStats = await self._call(self.handle.stats.remote())
+        result: ReplicaStats = await self.wait.retrying(self.handle.stats.remote, "stats", 0)
         return result
-
-    async def _call(self, response: Response) -> Any:
-        try:
-            return await self.wait.call(response)
-        except ServiceError:
-            raise
-        except RayActorError as exc:
-            raise BackendUnavailable("the model replica is unavailable; retry") from exc
 
 
 def ray_clients(
@@ -156,12 +152,12 @@ class RaySpeakerClient:
 
     def __init__(self, handle: DeploymentHandle, replica_wait_s: float | None = None) -> None:
         self.handle = handle
-        self.wait = ReplicaWait(replica_wait_s, "speaker embedder")
+        self.wait = ReplicaWait(
+            replica_wait_s, "speaker embedder", "the speaker embedder is unavailable; retry"
+        )
 
     async def embed(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         result: np.ndarray = await self.wait.retrying(
-            lambda: self.handle.embed.remote(list(clips)),
-            "the speaker embedder is unavailable; retry",
-            f"{len(clips)} clips",
+            lambda: self.handle.embed.remote(list(clips)), f"{len(clips)} clips"
         )
         return result
