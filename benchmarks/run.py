@@ -42,6 +42,7 @@ from benchmarks.service import (
     Service,
     attach,
     bench_config,
+    set_model_nice,
     start_local,
 )
 from benchmarks.shape_runs import burst_clips, needs_long, run_shape_baselines, run_shapes
@@ -123,10 +124,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         if opts.ingress_nice is not None:
             config["ingress"]["nice"] = opts.ingress_nice
         if opts.model_nice is not None:
-            for model in config["models"]:
-                model["nice"] = opts.model_nice
-            config.setdefault("speaker_embedder", {})["nice"] = opts.model_nice
-            config.setdefault("jobs", {})["tracker_nice"] = opts.model_nice
+            set_model_nice(config, opts.model_nice)
         gpus = 1 if opts.num_gpus else 0
         service = start_local(config, app_name, opts.ray_cpus, gpus)
     results: dict[str, Any] = {"models": {}, "shapes": {}, "jobs": {}, "packing": packed}

@@ -163,7 +163,7 @@ def run_all(
             held = asyncio.run(submit_open_loop(bench, [f"{run}-P"], n_submit, opts.rate))
             results["submit"]["tracker_paused"] = submit_summary(held)
             sub += held
-    results["submit"]["cancel"] = asyncio.run(_cancel(bench, sub))
+    results["submit"]["cancel"] = asyncio.run(cancel_submitted(bench, sub))
     results["tracker"] = tracker_stats(config)
     return results
 
@@ -189,7 +189,8 @@ def flood_phase(
     }
 
 
-async def _cancel(bench: Bench, submitted: list[dict[str, Any]]) -> dict[str, int]:
+async def cancel_submitted(bench: Bench, submitted: list[dict[str, Any]]) -> dict[str, int]:
+    """DELETE every accepted job of `submitted`, each with its tenant's key; status counts."""
     # benchmarks.jobs.cancel_all sends no key; with auth on, each tenant cancels its own.
     codes: dict[str, int] = {}
     async with httpx.AsyncClient(base_url=bench.url, timeout=60) as client:

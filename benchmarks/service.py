@@ -30,6 +30,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def set_model_nice(raw: dict[str, Any], nice: int) -> dict[str, Any]:
+    """Set the niceness the compute processes add (models, SpeakerEmbedder, tracker) in a
+    raw AppConfig dict, as the `--model-nice` A/Bs compare it; returns `raw`."""
+    for model in raw["models"]:
+        model["nice"] = nice
+    raw.setdefault("speaker_embedder", {})["nice"] = nice
+    raw.setdefault("jobs", {})["tracker_nice"] = nice
+    return raw
+
+
 def bench_config(
     models: list[str],
     batch_size: int,

@@ -21,11 +21,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks.clips import DEFAULT_CACHE, job_clip
-from benchmarks.scale import Options, _teardown, app_config, deploy, log
+from benchmarks.scale import Options, _teardown, app_config, cancel_submitted, deploy, log
 from benchmarks.scale_load import Bench, submit_open_loop, submit_summary
+from benchmarks.service import set_model_nice
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -33,20 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def niced_config(opts: Options, name: str, nice: int) -> Any:
     from serve_app.config import AppConfig
 
-    raw = app_config(opts, name).model_dump()
-    for model in raw["models"]:
-        model["nice"] = nice
-    raw["speaker_embedder"]["nice"] = nice
-    raw["jobs"]["tracker_nice"] = nice
-    return AppConfig.model_validate(raw)
-
-
-async def cancel(bench: Bench, records: list[dict[str, Any]]) -> None:
-    async with httpx.AsyncClient(base_url=bench.url, timeout=60) as client:
-        for record in records:
-            if record["id"]:
-                headers = {"authorization": f"Bearer {bench.key(record['tenant'])}"}
-                await client.delete(f"/v1/jobs/{record['id']}", headers=headers)
+    return AppConfig.model_validate(set_model_nice(app_config(opts, name).model_dump(), nice))
 
 
 def run_one(opts: Options, nice: int, rounds: int, submits: int) -> list[dict[str, Any]]:
@@ -65,7 +51,7 @@ def run_one(opts: Options, nice: int, rounds: int, submits: int) -> list[dict[st
             log(f"nice {nice}, round {n}: {summary['latency_s']}")
             out.append(summary)
             time.sleep(5)
-            asyncio.run(cancel(bench, records))
+            asyncio.run(cancel_submitted(bench, records))
             time.sleep(10)
     finally:
         _teardown([(name, config)], started)

@@ -140,6 +140,15 @@ def _parse(text: str) -> list[tuple[str, dict[str, str], float]]:
     ]
 
 
+def _task_niceness(proc: Path) -> list[int]:
+    """Niceness of every thread of one /proc entry."""
+    # Field 19 of stat is the niceness; the command (field 2) may hold spaces.
+    return [
+        int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        for task in (proc / "task").iterdir()
+    ]
+
+
 def _thread_niceness(title: str) -> list[int]:
     """Niceness of every thread of the processes whose title contains `title`."""
     found: list[int] = []
@@ -147,11 +156,8 @@ def _thread_niceness(title: str) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            if title not in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                continue
-            for task in (proc / "task").iterdir():
-                # Field 19 of stat is the niceness; the command (field 2) may hold spaces.
-                found.append(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+            if title in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found += _task_niceness(proc)
         except OSError:  # the process or thread ended meanwhile
             continue
     return found
@@ -172,9 +178,6 @@ def test_models_and_tracker_leave_the_cpu_to_the_ingress_first(metrics_app: dict
     ]:
         threads = _thread_niceness(title)
         assert threads and min(threads) >= min(19, base + nice), (title, base, threads)
-    threads = [
-        int(stat.read_text().rsplit(")", 1)[1].split()[16])
-        for stat in Path(f"/proc/{tracker_pid}/task").glob("*/stat")
-    ]
+    threads = _task_niceness(Path(f"/proc/{tracker_pid}"))
     assert threads and min(threads) >= min(19, base + config.jobs.tracker_nice), threads
     assert config.models[0].nice == config.jobs.tracker_nice == 10  # the defaults
