@@ -66,7 +66,8 @@ def kill_config(root: Path, cache: Path, name: str, replica_wait_s: float) -> An
     )
 
 
-def _pid(actor: Any) -> int:
+def actor_pid(actor: Any) -> int:
+    """The OS pid of a Ray actor (a Serve replica is one)."""
     import ray
 
     pid: int = ray.get(actor.__ray_call__.remote(lambda _self: os.getpid()), timeout=30)
@@ -88,7 +89,7 @@ def transcriber_actor(app_name: str) -> Any:
 
 def kill_transcriber(app_name: str) -> Callable[[], None]:
     """`kill -9` of the replica's worker process (what an OOM kill or a crash looks like)."""
-    pid = _pid(transcriber_actor(app_name))
+    pid = actor_pid(transcriber_actor(app_name))
     return lambda: os.kill(pid, signal.SIGKILL)
 
 
@@ -113,7 +114,7 @@ def kill_tracker(config: Any) -> Callable[[], None]:
     import ray
 
     tracker = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
-    pid = _pid(tracker)
+    pid = actor_pid(tracker)
     return lambda: os.kill(pid, signal.SIGKILL)
 
 

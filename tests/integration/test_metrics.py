@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.chaos_kill import actor_pid
 from tests.integration.conftest import deployed, transcribe, wait_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -171,7 +172,7 @@ def test_models_and_tracker_leave_the_cpu_to_the_ingress_first(metrics_app: dict
     assert ingress
     base = min(ingress)
     tracker = ray.get_actor(config.jobs.tracker_name, namespace=config.jobs.namespace)
-    tracker_pid = ray.get(tracker.__ray_call__.remote(lambda _self: __import__("os").getpid()))
+    tracker_pid = actor_pid(tracker)
     for title, nice in [
         (f"ServeReplica:{name}:Transcriber", config.models[0].nice),
         (f"ServeReplica:{name}:SpeakerEmbedder", config.speaker_embedder.nice),
