@@ -18,6 +18,7 @@ from serve_app.jobs.frontend import JobsFrontend
 from serve_app.observability import DeletionMetrics, LiveMetrics, PhaseMetrics, UsageMetrics
 from serve_app.options import INTERACTIVE_PRIORITY, Caller, TranscribeOptions
 from serve_app.pipeline.clients import RaySpeakerClient, ray_clients
+from serve_app.pipeline.heap import freeze_startup_heap
 from serve_app.pipeline.priority import lower_cpu_priority
 from serve_app.pipeline.service import TranscriptionService
 from serve_app.results import TranscriptionResult
@@ -53,6 +54,7 @@ class Ingress:
         self.usage = UsageMetrics()
         store = self.jobs.store if self.jobs is not None else None
         self.meter = UsageMeter(store, config.usage, self.usage)
+        freeze_startup_heap()  # last: everything built above lives as long as the replica
 
     async def check_health(self) -> None:
         """Serve calls this every few seconds; it also brings back a tracker killed for good."""

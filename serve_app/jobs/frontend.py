@@ -103,7 +103,9 @@ class JobsFrontend:
             tuning,
         )
         self._submits: GroupCommit[Submit, tuple[Job, bool]] = GroupCommit(
-            functools.partial(persist_submits, self.store, self.blobs), run=self.store.guard.run
+            functools.partial(persist_submits, self.store, self.blobs),
+            writers=self.blobs.write_concurrency,
+            run=self.store.guard.run,
         )
         self.retention = Retention(config.retention, self.store, self.blobs, deletions)
         service.vocabularies = self.store  # requests name vocabularies by id
@@ -164,10 +166,11 @@ class JobsFrontend:
             priority=sub.priority,
             max_attempts=jobs.max_attempts,
             weight=sub.weight,
+            key_id=sub.key_id,
         )
         # Concurrent submits share one thread hop and one round of fsyncs (group commit).
         try:
-            job, created = await self._submits.submit((new, audio, sub.key_id))
+            job, created = await self._submits.submit((new, audio))
         except store_errors.StoreError as exc:
             raise _service_error(exc) from exc
         if created:

@@ -1,7 +1,8 @@
 """Group commit for job submissions: concurrent submits share one thread hop and one sync.
 
-Up to `writers` batches run at once (so syncs still overlap on the device, as separate
-thread hops did); submits that arrive while every writer is busy join the next batch
+Up to `writers` batches run at once (the blob store says how many: one for a local folder,
+so every submit in a round shares its fsyncs; several for S3, whose puts are requests that
+overlap well); submits that arrive while every writer is busy join the next batch
 instead of queueing one thread hop each, and a lone submit goes straight through (no added
 wait). Every caller's future resolves only after its own writes returned, so a 202 still
 means durable.

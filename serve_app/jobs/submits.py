@@ -14,8 +14,8 @@ from serve_app.stores.records import Job, NewJob, options_hash
 
 logger = logging.getLogger("ray.serve")
 
-# One submit: the row to insert, its audio bytes, and the API key id that made it.
-Submit = tuple[NewJob, bytes, str | None]
+# One submit: the row to insert (naming the API key that made it) and its audio bytes.
+Submit = tuple[NewJob, bytes]
 
 
 def persist_submits(
@@ -26,7 +26,7 @@ def persist_submits(
     results: list[tuple[Job, bool] | Exception | None] = [None] * len(batch)
     audio: dict[str, bytes] = {}
     rows: list[int] = []
-    for i, (new, data, _key) in enumerate(batch):
+    for i, (new, data) in enumerate(batch):
         try:
             if new.idempotency_key is None and new.audio_sha256 is not None:
                 done = store.find_succeeded_by_audio(
@@ -46,12 +46,8 @@ def persist_submits(
     except Exception as exc:
         rows, results = [], [exc if i in rows else r for i, r in enumerate(results)]
     for i in rows:
-        new, _data, key_id = batch[i]
         try:
-            job, created = store.create_job(new)
-            if created and key_id is not None:
-                store.set_job_key(job.id, key_id)
-            results[i] = (job, created)
+            results[i] = store.create_job(batch[i][0])
         except Exception as exc:
             results[i] = exc
     _keep_audio_of_new_rows(blobs, batch, results)
@@ -65,7 +61,7 @@ def _keep_audio_of_new_rows(
     and our row's insert; with the row in place, put it back (see `jobs.retention`)."""
     missing: dict[str, bytes] = {}
     needing: list[int] = []
-    for i, ((new, data, _key), result) in enumerate(zip(batch, results, strict=True)):
+    for i, ((new, data), result) in enumerate(zip(batch, results, strict=True)):
         key = new.audio_key
         if not (isinstance(result, tuple) and result[1] and key):
             continue

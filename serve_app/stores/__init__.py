@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from .blob import BlobStore, FileBlobStore, PresignedPost, S3BlobStore, S3Settings
+from .blob import BlobStore, PresignedPost, S3BlobStore, S3Settings
 from .errors import Conflict, InvalidKey, NotFound, StoreError, StoreUnavailable, Unsupported
+from .file_blob import FileBlobStore
 from .guard import BackendDown, BackendGuard, CircuitBreaker, StoreTuning
 from .job_store import JobStore
 from .records import (

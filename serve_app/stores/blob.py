@@ -7,10 +7,6 @@ rules apply to both backends, so a key that works on a laptop also works on S3 a
 from __future__ import annotations
 
 import abc
-import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +20,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from .closeable import Closeable
-from .errors import InvalidKey, NotFound, StoreError, StoreUnavailable, Unsupported
+from .errors import InvalidKey, NotFound, StoreError, StoreUnavailable
 from .guard import StoreTuning
 from .records import utcnow
 
@@ -59,6 +55,10 @@ def validate_key(key: str) -> list[str]:
 
 class BlobStore(Closeable):
     """Named byte objects."""
+
+    # How many `put_many` calls the job submit path should run at once (see
+    # `jobs.groupcommit`): a network store gains from overlapping requests.
+    write_concurrency: int = 4
 
     @abc.abstractmethod
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
@@ -97,138 +97,6 @@ class BlobStore(Closeable):
     def list_older(self, prefix: str, before: datetime, limit: int) -> list[str]:
         """Up to `limit` keys under `prefix` (a folder, e.g. `uploads/`) last written before
         `before`, in no particular order."""
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename: jobs point at blobs, so a committed row must never outlive its file."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class FileBlobStore(BlobStore):
-    """Objects as files under `root`; writes go to a temp file then os.replace()."""
-
-    def __init__(self, root: str | Path) -> None:
-        try:
-            path = Path(root).expanduser()
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot create blob folder {root}: {exc}") from exc
-        self.root = path.resolve()
-
-    def _path(self, key: str) -> Path:
-        path = self.root.joinpath(*validate_key(key))
-        # Catches symlinks inside the root that point outside it.
-        if not path.resolve().is_relative_to(self.root):
-            raise InvalidKey(f"blob key {key!r} escapes the store root")
-        return path
-
-    @contextmanager
-    def _atomic_target(self, key: str) -> Iterator[Any]:
-        path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Same directory as the target, so os.replace() is an atomic rename.
-            with tempfile.NamedTemporaryFile(
-                dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-            ) as tmp:
-                try:
-                    yield tmp
-                    tmp.flush()
-                    os.fsync(tmp.fileno())
-                except BaseException:
-                    tmp.close()
-                    os.unlink(tmp.name)
-                    raise
-            os.replace(tmp.name, path)
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            raise StoreError(f"cannot write blob {key!r}: {exc}") from exc
-
-    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        with self._atomic_target(key) as tmp:
-            tmp.write(data)
-
-    def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
-        """Group commit: write every temp file, then fsync them, rename them all, and fsync
-        each folder once. The first fsync's journal commit carries the others on ext4/xfs,
-        so N objects cost about one round of syncs instead of N."""
-        if len(items) <= 1:
-            super().put_many(items)
-            return
-        staged: list[tuple[Any, Path]] = []
-        try:
-            with contextlib.ExitStack() as files:
-                for key, data in items:
-                    path = self._path(key)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = files.enter_context(
-                        tempfile.NamedTemporaryFile(
-                            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-                        )
-                    )
-                    staged.append((tmp, path))
-                    tmp.write(data)
-                    tmp.flush()
-                for tmp, _ in staged:  # after every write: the first commit carries the rest
-                    os.fsync(tmp.fileno())
-            for tmp, path in staged:
-                os.replace(tmp.name, path)
-            for folder in dict.fromkeys(path.parent for _, path in staged):
-                _fsync_dir(folder)
-        except OSError as exc:
-            for tmp, _ in staged:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp.name)
-            raise StoreError(f"cannot write {len(items)} blobs: {exc}") from exc
-
-    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
-        with self._atomic_target(key) as tmp, open(path, "rb") as src:
-            shutil.copyfileobj(src, tmp, length=1024 * 1024)
-
-    def get(self, key: str) -> bytes:
-        path = self._path(key)
-        try:
-            return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise NotFound(f"blob {key!r} not found") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot read blob {key!r}: {exc}") from exc
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
-    def delete(self, key: str) -> None:
-        path = self._path(key)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot delete blob {key!r}: {exc}") from exc
-
-    def presign_put(self, key: str, max_bytes: int, expires_s: int = 900) -> PresignedPost:
-        raise Unsupported("presigned uploads need an S3 blob store")
-
-    def url_for(self, key: str) -> str:
-        return self._path(key).as_uri()
-
-    def list_older(self, prefix: str, before: datetime, limit: int) -> list[str]:
-        folder = self.root.joinpath(*validate_key(prefix.rstrip("/")))
-        cutoff = before.timestamp()
-        found: list[str] = []
-        for path in folder.rglob("*") if folder.is_dir() else []:
-            if len(found) >= limit:
-                break
-            with contextlib.suppress(OSError):  # deleted meanwhile
-                hidden = path.name.startswith(".")  # a put's temp file
-                if not hidden and path.is_file() and path.stat().st_mtime < cutoff:
-                    found.append(path.relative_to(self.root).as_posix())
-        return found
-
-    def close(self) -> None:
-        return None  # plain files: nothing is held open between calls
 
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}

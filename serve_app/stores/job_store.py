@@ -283,7 +283,3 @@ class JobStore(Closeable):
     @abc.abstractmethod
     def key_usage_on(self, key_id: str, day: str) -> float:
         """Audio seconds a key used on one UTC day (all models and sources)."""
-
-    @abc.abstractmethod
-    def set_job_key(self, job_id: str, key_id: str) -> None:
-        """Remember which API key submitted a job (its usage is metered per key)."""

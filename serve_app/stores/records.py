@@ -99,6 +99,7 @@ class NewJob:
     max_attempts: int = 3
     total_chunks: int | None = None
     weight: float = 1.0  # the submitting key's fair-share weight
+    key_id: str | None = None  # the API key that submitted it (usage is metered per key)
     id: str = field(default_factory=new_id)
 
     @property

@@ -65,6 +65,7 @@ class SqlJobStore(SqlTenantData, JobStore):
             "webhook_url": new.webhook_url,
             "metadata": new.metadata,
             "weight": new.weight,
+            "key_id": new.key_id,
             "now": self._now(),
         }
         with self._transaction() as tx:

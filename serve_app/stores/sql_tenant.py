@@ -96,7 +96,3 @@ class SqlTenantData(SqlBase):
         with self._transaction(write=False) as tx:
             row = self._one(tx, "key_usage_on", {"key_id": key_id, "day": day})
         return float(row["seconds"]) if row is not None else 0.0
-
-    def set_job_key(self, job_id: str, key_id: str) -> None:
-        with self._transaction() as tx:
-            tx.rows("set_job_key", {"id": job_id, "key_id": key_id})

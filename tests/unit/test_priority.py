@@ -32,3 +32,25 @@ def test_every_thread_is_reniced_and_new_threads_inherit() -> None:
     ).stdout.split(maxsplit=1)
     base, seen = int(out[0]), out[1].strip()
     assert seen == str([min(19, base + 3)])
+
+
+HEAP_CHILD = """
+import gc
+from serve_app.pipeline.heap import freeze_startup_heap
+
+frozen = freeze_startup_heap()
+survivor = [object() for _ in range(10)]  # made after the freeze: still collectable
+print(frozen, gc.get_freeze_count(), len(gc.get_objects(generation=2)) < frozen)
+"""
+
+
+def test_the_startup_heap_is_frozen_out_of_later_collections() -> None:
+    """A replica's modules and objects from before its first request never make a full
+    collection walk them; what is made later is collected as before."""
+    out = subprocess.run(
+        [sys.executable, "-c", HEAP_CHILD], capture_output=True, text=True, check=True
+    ).stdout.split()
+    frozen, count, fewer = int(out[0]), int(out[1]), out[2]
+    assert frozen > 1000  # the interpreter's own startup objects, at least
+    assert count == frozen
+    assert fewer == "True"

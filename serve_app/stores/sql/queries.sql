@@ -37,11 +37,11 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 INSERT INTO jobs (
     id, tenant, status, priority, model, options, options_hash, audio_key, audio_sha256,
     idempotency_key, request_hash, total_chunks, max_attempts, webhook_url, metadata,
-    weight, created_at, updated_at
+    weight, key_id, created_at, updated_at
 ) VALUES (
     :id, :tenant, 'queued', :priority, :model, :options, :options_hash, :audio_key, :audio_sha256,
     :idempotency_key, :request_hash, :total_chunks, :max_attempts, :webhook_url, :metadata,
-    :weight, :now, :now
+    :weight, :key_id, :now, :now
 )
 ON CONFLICT (tenant, idempotency_key) DO NOTHING
 RETURNING *;
@@ -327,9 +327,6 @@ ORDER BY day, key_id, model, source;
 -- name: key_usage_on
 SELECT COALESCE(SUM(seconds), 0) AS seconds FROM usage_daily
 WHERE key_id = :key_id AND day = :day;
-
--- name: set_job_key
-UPDATE jobs SET key_id = :key_id WHERE id = :id;
 
 -- ---- issue 14: job stages (diarization) checkpointed once -----------------------------------
 

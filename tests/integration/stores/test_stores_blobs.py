@@ -88,6 +88,23 @@ def test_file_store_refuses_symlink_escape(tmp_path: Path) -> None:
     assert list(outside.iterdir()) == []
 
 
+def test_file_store_never_reads_through_a_symlinked_object(tmp_path: Path) -> None:
+    """Folders are checked once, so a file that is itself a symlink is refused per call:
+    not read, not reported as existing, and replaced (not followed) by a put."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"outside")
+    store = FileBlobStore(tmp_path / "root")
+    store.put("audio/ab/real", b"x")
+    (store.root / "audio" / "ab" / "link").symlink_to(secret)
+    with pytest.raises(InvalidKey):
+        store.get("audio/ab/link")
+    assert not store.exists("audio/ab/link")
+    store.put("audio/ab/link", b"mine")
+    assert store.get("audio/ab/link") == b"mine"
+    assert secret.read_bytes() == b"outside"
+    assert store.get("audio/ab/real") == b"x"
+
+
 def test_file_store_has_no_presigned_uploads(tmp_path: Path) -> None:
     store = open_blob_store(f"file://{tmp_path}")
     with pytest.raises(Unsupported):

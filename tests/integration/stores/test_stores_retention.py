@@ -170,7 +170,7 @@ def _resubmit(store: Any, blobs: Any, audio: str) -> Job:
         idempotency_key=uuid.uuid4().hex,
         request_hash=audio,
     )
-    [result] = persist_submits(store, blobs, [(new, b"RIFF" + audio.encode(), None)])
+    [result] = persist_submits(store, blobs, [(new, b"RIFF" + audio.encode())])
     assert isinstance(result, tuple) and result[1], result
     return result[0]
 

@@ -48,8 +48,7 @@ def test_usage_adds_up_and_survives_reopening(job_store_url: str) -> None:
 
 
 def test_a_completion_meters_its_job_once_in_the_same_write(job_store: JobStore) -> None:
-    job, _ = job_store.create_job(NewJob(tenant="acme", model="tiny.en", options={}))
-    job_store.set_job_key(job.id, "k1")
+    job, _ = job_store.create_job(NewJob(tenant="acme", model="tiny.en", key_id="k1"))
     charge = UsageCharge("tiny.en", "job", 5.5, "2030-02-01")
     assert job_store.lease_next("w1", 30) is not None
     # A worker that no longer holds the job charges nothing.
