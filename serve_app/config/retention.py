@@ -39,6 +39,14 @@ class RetentionConfig(RetentionPolicy):
     max_batches: int = Field(
         50, ge=1, description="Batches per kind in one sweep; the rest waits for the next."
     )
+    max_jobs_per_s: float | None = Field(
+        50.0,
+        gt=0,
+        description="Jobs the sweeper handles per second at most (each is an object delete "
+        "and a row write). After a big drain a sweep has hundreds to delete, and at full "
+        "speed it kept the disk's journal and the database's write lock busy for seconds "
+        "while submits waited on both. null: no limit.",
+    )
     upload_hours: float | None = Field(
         24.0,
         ge=0,

@@ -19,7 +19,9 @@ the Ingress purges on `DELETE /v1/jobs/{id}`. Blocking; async callers use a thre
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -72,11 +74,14 @@ class Retention:
         store: JobStore,
         blobs: BlobStore,
         observer: DeletionObserver | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`sleep` paces sweeps (`config.max_jobs_per_s`); a sweep runs in a thread."""
         self.config = config
         self.store = store
         self.blobs = blobs
         self.observer = observer
+        self._sleep = sleep
 
     def purge(self, job: Job) -> Deletions:
         """Delete an ended job's audio, result and row now (DELETE /v1/jobs/{id})."""
@@ -127,11 +132,21 @@ class Retention:
         size = self.config.batch_size
         for _ in range(self.config.max_batches):
             batch = self.store.find_expired(kind, cutoff, size, tenant, excluded)
-            for job in batch:
+            for job in self._paced(batch):
                 done.merge(self._delete(job, kind))
             if len(batch) < size:
                 break
         return done
+
+    def _paced(self, jobs: Sequence[Job]) -> Iterator[Job]:
+        """`jobs` one by one, no faster than `max_jobs_per_s`: a sweep is background work,
+        and submits share the disk and the database lock with it."""
+        rate = self.config.max_jobs_per_s
+        for job in jobs:
+            started = time.monotonic()
+            yield job
+            if rate is not None:
+                self._sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
 
     def _delete_shared_audio(self, key: str, job_id: str) -> bool:
         """Delete an audio object nobody else pointed at; False if a new job took it meanwhile."""

@@ -125,6 +125,24 @@ def test_expired_data_goes_unexpired_stays_and_unfinished_jobs_are_never_swept(s
     assert sweeper.sweep(now + 30 * DAY).counts == {}  # idempotent
 
 
+def test_a_sweep_spreads_its_deletions_at_max_jobs_per_s(stores) -> None:
+    d = Deployment(*stores)
+    jobs = [d.job(audio=f"p{i}") for i in range(6)]
+    naps: list[float] = []
+    sweeper = Retention(
+        RetentionConfig(audio_hours=0, max_jobs_per_s=20, batch_size=4), *stores, sleep=naps.append
+    )
+    assert sweeper.sweep(utcnow() + HOUR).counts == {"audio": 6}
+    assert len(naps) == len(jobs)  # one pause after each job, batches included
+    assert all(0 <= nap <= 1 / 20 for nap in naps)
+    unpaced = Retention(
+        RetentionConfig(audio_hours=0, max_jobs_per_s=None), *stores, sleep=naps.append
+    )
+    d.job(audio="p9")
+    assert unpaced.sweep(utcnow() + HOUR).counts == {"audio": 1}
+    assert len(naps) == len(jobs)
+
+
 def test_shared_audio_stays_while_another_job_points_at_it(stores) -> None:
     d = Deployment(*stores)
     first = d.job(audio="same")
