@@ -35,19 +35,30 @@ class GroupCommit(Generic[T, R]):
         self._max_batch = max_batch
         self._max_writers = writers
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._writers: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.Task[None]] = set()  # holds the tasks (not garbage)
+        # Writers still draining. Counted down by the writer itself, in the same step as
+        # its last look at `_pending`: a task's done-callbacks run a loop turn later, after
+        # the callers it just answered, and one of those may submit at once.
+        self._active = 0
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._writers) < self._max_writers:
+        if self._active < self._max_writers:
             # A task of its own: a caller that goes away must not stop other callers' batch.
+            self._active += 1
             writer = asyncio.get_running_loop().create_task(self._drain())
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
         return await future
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_pending()
+        finally:
+            self._active -= 1
+
+    async def _drain_pending(self) -> None:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]

@@ -69,6 +69,24 @@ def test_put_many_writes_every_object_and_leaves_no_temp_files(tmp_path: Path) -
         store.put_many([("ok/key", b"1"), ("../escape", b"2")])
 
 
+def test_a_submit_made_as_the_last_writer_finishes_is_not_stranded() -> None:
+    """The caller whose result ends a batch runs before the finished writer's done-callback;
+    a submit it makes right then must start a writer, not wait for one that has exited
+    (at the end of a burst nothing else would come to drain it: it hung until the next)."""
+
+    async def inline(fn: object, items: Sequence[int]) -> list[int]:
+        return list(items)  # no suspension: the writer ends in the step that set the result
+
+    async def submits() -> list[int]:
+        commit: GroupCommit[int, int] = GroupCommit(list, writers=1, run=inline)
+        return [await commit.submit(i) for i in range(3)]  # each awaited in this one task
+
+    async def main() -> list[int]:
+        return await asyncio.wait_for(submits(), 2)
+
+    assert asyncio.run(main()) == [0, 1, 2]
+
+
 def test_several_writers_run_batches_at_once() -> None:
     running, most = 0, 0
     lock = threading.Lock()
