@@ -112,16 +112,12 @@ class FileBlobStore(BlobStore):
             raise StoreError(f"cannot write blob {key!r}: {exc}") from exc
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        with self._atomic_target(key) as fd:
-            _write_all(fd, data)
+        self.put_many([(key, data)])
 
     def put_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Group commit: write every temp file, then fsync them, rename them all, and fsync
         each folder once. The first fsync's journal commit carries the others on ext4/xfs,
         so N objects cost about one round of syncs instead of N."""
-        if len(items) <= 1:
-            super().put_many(items)
-            return
         staged: list[tuple[int, Path, Path]] = []
         try:
             try:
@@ -143,7 +139,8 @@ class FileBlobStore(BlobStore):
             for _, tmp, _ in staged:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-            raise StoreError(f"cannot write {len(items)} blobs: {exc}") from exc
+            more = f" and {len(items) - 1} more" if len(items) > 1 else ""
+            raise StoreError(f"cannot write blob {items[0][0]!r}{more}: {exc}") from exc
 
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
         with (
