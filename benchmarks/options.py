@@ -30,6 +30,8 @@ class Options:
     batch_size: int = 8
     batch_wait_s: float = 0.05
     cpu_threads: int = 2
+    # The service splits the same cpu_threads over this many batches at once (>= 1 each).
+    concurrent_batches: int = 2
     device: str = "cpu"  # "cuda" on a GPU box (float16 instead of int8)
     num_gpus: float = 0.0  # GPU share per model replica
     ray_cpus: int = 2

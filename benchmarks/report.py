@@ -23,7 +23,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{' / '.join(fmt(x) for x in meta['host']['loadavg_start'])} (1/5/15 min)",
         f"- service: {meta['service']}; clips: {meta['clip_count']} "
         f"({fmt(meta['clip_audio_s'], 1)} s audio), beam 5, {_compute(meta)}, cpu_threads "
-        f"{meta['cpu_threads']}, max_batch_size {meta['batch_size']}",
+        f"{meta['cpu_threads']} (the service: {meta.get('concurrent_batches', 1)} batch(es) at "
+        f"once sharing them), max_batch_size {meta['batch_size']}",
         "",
         "## Throughput and latency",
         "",
@@ -68,14 +69,15 @@ def markdown(results: dict[str, Any]) -> str:
         "## 1 client, 5 s clip",
         "",
         "| model | service p50 s | WhisperModel.transcribe p50 s "
-        "| BatchedInferencePipeline p50 s | ratio (vs faster of the two) |",
-        "|---|---|---|---|---|",
+        "| BatchedInferencePipeline p50 s | the same two on 1 thread | ratio (vs the fastest) |",
+        "|---|---|---|---|---|---|",
     ]
     for model, data in results["models"].items():
         lat = data.get("latency_5s") or {}
         lines.append(
             f"| {model} | {fmt(lat.get('service_p50'), 3)} | {fmt(lat.get('naive_p50'), 3)} "
-            f"| {fmt(lat.get('pipeline_p50'), 3)} | {fmt(lat.get('ratio'))} |"
+            f"| {fmt(lat.get('pipeline_p50'), 3)} | {fmt(lat.get('naive_1t_p50'), 3)} / "
+            f"{fmt(lat.get('pipeline_1t_p50'), 3)} | {fmt(lat.get('ratio'))} |"
         )
     lines += ["", "## Jobs", "", *jobs_lines(results.get("jobs", {}))]
     if results.get("shapes"):

@@ -120,6 +120,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
             opts.model_cache,
             opts.device,
             opts.num_gpus,
+            opts.concurrent_batches,
         )
         if opts.ingress_nice is not None:
             config["ingress"]["nice"] = opts.ingress_nice
@@ -151,6 +152,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         "levels": opts.levels,
         "shapes": opts.shapes,
         "cpu_threads": opts.cpu_threads,
+        "concurrent_batches": opts.concurrent_batches,
         "device": opts.device,
         "num_gpus": opts.num_gpus,
         "batch_size": sizes,
@@ -203,6 +205,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--batch-size", type=int, default=8, help="max_batch_size (service+ceiling)")
     p.add_argument("--batch-wait", type=float, default=0.05, help="batch_wait_timeout_s")
     p.add_argument("--cpu-threads", type=int, default=2, help="CTranslate2 threads, everywhere")
+    p.add_argument(
+        "--concurrent-batches",
+        type=int,
+        default=2,
+        help="batches a service replica runs at once, sharing --cpu-threads (serve_config.yaml)",
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: float16")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPU share per model replica")
     p.add_argument("--ray-cpus", type=int, default=2, help="num_cpus for a local ray.init")
@@ -269,6 +277,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
             setattr(opts, name, getattr(a, name))
     opts.out, opts.clip_dir, opts.model_cache = a.out, a.clip_dir, a.model_cache
     opts.batch_size, opts.batch_wait_s, opts.cpu_threads = a.batch_size, a.batch_wait, a.cpu_threads
+    opts.concurrent_batches = a.concurrent_batches
     opts.device, opts.num_gpus, opts.ray_cpus = a.device, a.num_gpus, a.ray_cpus
     opts.ingress_nice, opts.model_nice = a.ingress_nice, a.model_nice
     opts.job_rate, opts.drain_timeout_s, opts.skip_jobs = a.job_rate, a.drain_timeout, a.skip_jobs

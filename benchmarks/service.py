@@ -48,11 +48,13 @@ def bench_config(
     cache_dir: Path,
     device: str = "cpu",
     num_gpus: float = 0.0,
+    concurrent_batches: int = 1,
 ) -> dict[str, Any]:
     """App config for a local run: every model int8 on CPU with the same thread count.
 
     Fractional `num_cpus` lets an ingress, two model replicas and the job tracker fit on
-    2 cores; `cpu_threads` is what sizes the real compute.
+    2 cores; `cpu_threads` is what sizes the real compute: a replica gets the same threads
+    as a baseline, split over `concurrent_batches` batches at once (at least 1 each).
     """
     state = Path(tempfile.mkdtemp(prefix="whisper-bench-state-"))
     return {
@@ -67,7 +69,8 @@ def bench_config(
             {
                 "name": name,
                 "num_cpus": 0.5,
-                "cpu_threads": cpu_threads,
+                "cpu_threads": max(1, cpu_threads // concurrent_batches),
+                "concurrent_batches": concurrent_batches,
                 "compute_type": "float16" if device == "cuda" else "int8",
                 "device": device,
                 "num_gpus": num_gpus,

@@ -44,11 +44,12 @@ class Transcriber:
             observer=ReplicaMetrics(model.name, model.autoscaling.max_replicas),
         )
         logger.info(
-            "Transcriber %s ready on %s/%s (%s), cpu_threads=%d, pid=%d",
+            "Transcriber %s ready on %s/%s (%s), %d concurrent batch(es) x cpu_threads=%d, pid=%d",
             model.name,
             device.device,
             device.compute_type,
             device.reason,
+            model.concurrent_batches,
             model.effective_cpu_threads,
             os.getpid(),
         )

@@ -109,7 +109,19 @@ class ModelConfig(_Strict):
     num_gpus: float = Field(0.0, ge=0.0, le=8.0, description="GPU share per replica.")
     num_cpus: float = Field(1.0, gt=0.0, le=64.0, description="CPU share per replica.")
     cpu_threads: int = Field(
-        0, ge=0, le=64, description="CTranslate2 intra-op threads; 0 = ceil(num_cpus)."
+        0,
+        ge=0,
+        le=64,
+        description="CTranslate2 intra-op threads per concurrent batch; 0 = ceil(num_cpus).",
+    )
+    concurrent_batches: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Batches one replica decodes at once (CTranslate2 workers, each with "
+        "cpu_threads threads). On a small CPU node 2 batches of 1 thread each beat 1 batch of "
+        "2 threads: a decoder step of a small model splits poorly across threads, so the "
+        "second thread mostly waits (see benchmarks/README.md). 1 on a GPU.",
     )
     nice: int = Field(
         10,

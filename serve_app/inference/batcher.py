@@ -1,9 +1,10 @@
 """Cross-request micro-batching of audio chunks.
 
 Chunks from every caller (HTTP, handles, jobs) queue here, grouped by their decode-options
-key; chunks that share a key are decoded in one batched call. One batch runs at a time per
-replica (the model is one compute resource), so chunks that arrive while a batch runs are
-picked up together by the next one: under load batches fill up without waiting.
+key; chunks that share a key are decoded in one batched call. At most `concurrency` batches
+run at once per replica (one per model worker), and the next batch is formed only when a
+worker is free, so chunks that arrive while the workers are busy are picked up together:
+under load batches fill up without waiting.
 
 How long a non-full batch waits is the callers' word where they give it (`linger`): while
 more chunks are known to be on their way (requests still decoding at the ingress) it
@@ -14,13 +15,15 @@ Priority works both ways. Urgent items (priority >= `urgent_priority`: live and 
 calls) and background items (jobs) queue in separate lanes, so an urgent batch is never
 padded with background work. Urgent batches go first; while urgent traffic is present,
 background batches are kept to `busy_background_batch_size` (a running batch cannot be
-interrupted), and background work that has waited `busy_window_s` gets every other batch,
-so a steady interactive stream cannot starve jobs.
+interrupted) and, with more than one worker, leave one worker free for urgent work; and
+background work that has waited `busy_window_s` gets every other batch, so a steady
+interactive stream cannot starve jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -69,8 +72,12 @@ class KeyedBatcher(Generic[T, R]):
         cost: Callable[[T], float] | None = None,
         linger: Callable[[Sequence[T]], bool | None] | None = None,
         urgent_priority: int | None = None,
+        concurrency: int = 1,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._run_batch = run_batch
+        self._concurrency = concurrency
         # Capacity is max_batch_size "slots"; an item may use less than one slot (packed
         # short clips share a window) — by default every item is one slot.
         self._cost = cost or (lambda _item: 1.0)
@@ -88,6 +95,9 @@ class KeyedBatcher(Generic[T, R]):
         self._seq = itertools.count()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._slots: asyncio.Semaphore | None = None
+        # Running batches -> whether each is background work (reserve_urgent_worker).
+        self._running: dict[asyncio.Task[None], bool] = {}
         self.size_histogram: Counter[int] = Counter()
         self.batches = 0
 
@@ -129,22 +139,62 @@ class KeyedBatcher(Generic[T, R]):
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
             self._wakeup = asyncio.Event()
+            self._slots = asyncio.Semaphore(self._concurrency)
             self._worker = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._slots is not None
         while True:
-            lane = self._next_lane()
-            if lane is None:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._fill(lane)
-            batch = self._take(lane)
-            self._on_queued(self.queued)
-            if batch:
-                self._last_batch_urgent = lane[1]
-                await self._execute(lane, batch)
+            # A batch is formed only once a worker is free to run it.
+            await self._slots.acquire()
+            started = False
+            try:
+                lane = self._next_lane()
+                if lane is not None and self._held_back(lane):
+                    lane = self._best_urgent_lane() or lane
+                if lane is None or self._held_back(lane):
+                    # Woken by a new item or a finished batch; held-back work also by the
+                    # end of the busy window.
+                    self._wakeup.clear()
+                    wait = None if lane is None else self._busy_left()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), wait)
+                    continue
+                await self._fill(lane)
+                batch = self._take(lane)
+                self._on_queued(self.queued)
+                if batch:
+                    self._last_batch_urgent = lane[1]
+                    task = asyncio.get_running_loop().create_task(self._execute(lane, batch))
+                    self._running[task] = not lane[1]
+                    task.add_done_callback(self._batch_done)
+                    started = True
+            finally:
+                if not started:
+                    self._slots.release()
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        assert self._slots is not None and self._wakeup is not None
+        self._slots.release()
+        self._wakeup.set()  # a background lane held back may go now
+
+    def _best_urgent_lane(self) -> tuple[str, bool] | None:
+        urgent = [lane for lane in self._queues if lane[1]]
+        return min(urgent, key=lambda lane: self._queues[lane][0].sort_key, default=None)
+
+    def _busy(self) -> bool:
+        """Urgent work arrived or was answered within the last `busy_window_s`."""
+        return time.monotonic() - self._last_urgent < self._settings.busy_window_s
+
+    def _busy_left(self) -> float:
+        return max(0.0, self._last_urgent + self._settings.busy_window_s - time.monotonic())
+
+    def _held_back(self, lane: tuple[str, bool]) -> bool:
+        """Background work waits while it would take the last worker from urgent traffic."""
+        if lane[1] or self._concurrency < 2 or not self._busy():
+            return False
+        return sum(self._running.values()) >= self._concurrency - 1
 
     def _next_lane(self) -> tuple[str, bool] | None:
         """The queue the next batch comes from: best priority, unless background starves."""
@@ -204,8 +254,7 @@ class KeyedBatcher(Generic[T, R]):
     def _capacity(self, lane: tuple[str, bool]) -> float:
         """Slots for the next batch of `lane`: fewer for background work while busy."""
         settings = self._settings
-        busy = time.monotonic() - self._last_urgent < settings.busy_window_s
-        if not lane[1] and busy:
+        if not lane[1] and self._busy():
             return min(settings.max_batch_size, settings.busy_background_batch_size)
         return settings.max_batch_size
 

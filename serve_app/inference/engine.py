@@ -9,6 +9,7 @@ No Ray here: the Transcriber deployment owns threading and batching.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -41,20 +42,33 @@ class WhisperEngine:
         device: str = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 0,
+        workers: int = 1,
     ) -> None:
+        # `workers` batches may run at once, each from its own calling thread.
         self.model = WhisperModel(
             str(model_path),
             device=device,
             compute_type=compute_type,
             cpu_threads=cpu_threads,
-            num_workers=1,
+            num_workers=workers,
             local_files_only=True,
         )
-        self.pipeline = BatchedInferencePipeline(self.model)
+        self.workers = workers
+        # A pipeline keeps the last batch's speech end (word timings), so each thread that
+        # decodes owns one: concurrent batches must not see each other's.
+        self._pipelines = threading.local()
         self.device = device
         self.compute_type = compute_type
         self._silent_encoding: np.ndarray | None = None
         self.packed_fallbacks = 0  # packed clips whose row failed and were decoded alone
+
+    @property
+    def pipeline(self) -> BatchedInferencePipeline:
+        """This thread's pipeline over the shared model."""
+        pipeline: BatchedInferencePipeline | None = getattr(self._pipelines, "pipeline", None)
+        if pipeline is None:
+            pipeline = self._pipelines.pipeline = BatchedInferencePipeline(self.model)
+        return pipeline
 
     @property
     def multilingual(self) -> bool:
@@ -140,8 +154,9 @@ class WhisperEngine:
         chunks = [items[w.items[0]] for w in windows]
         features = np.stack([pad_or_trim(self.features(c.audio)) for c in chunks])
         metadata = [{"offset": c.offset, "duration": c.duration} for c in chunks]
-        self.pipeline.last_speech_timestamp = 0.0
-        outputs = self.pipeline.forward(
+        pipeline = self.pipeline
+        pipeline.last_speech_timestamp = 0.0
+        outputs = pipeline.forward(
             features, tokenizer, metadata, self._transcription_options(opts, tokenizer)
         )
         for window, output in zip(windows, outputs, strict=True):

@@ -63,9 +63,12 @@ class ModelReplica:
             device=device.device,
             compute_type=device.compute_type,
             cpu_threads=model.effective_cpu_threads,
+            workers=model.concurrent_batches,
         )
-        # One thread: the model is a single compute resource; concurrency comes from batching.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        # One thread per CTranslate2 worker: that many batches run at once, no more.
+        self._executor = ThreadPoolExecutor(
+            max_workers=model.concurrent_batches, thread_name_prefix="whisper"
+        )
         mode = model.packing.mode
         self.packer = WindowPacker(
             model.packing, enabled=mode == "on" or (mode == "auto" and device.device == "cpu")
@@ -78,6 +81,7 @@ class ModelReplica:
             cost=self.packer.cost if self.packer.enabled else None,
             linger=self._more_coming,
             urgent_priority=INTERACTIVE_PRIORITY,
+            concurrency=model.concurrent_batches,
         )
         self.clips_per_window: Counter[int] = Counter()
         self._last_batch: tuple[float, list[int]] = (0.0, [])

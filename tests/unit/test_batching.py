@@ -210,3 +210,108 @@ async def test_a_steady_interactive_stream_cannot_starve_background_work():
     order = [b[0] for b in rec.batches]
     # The job waited busy_window_s (about 5 batches) and then got the next turn, not the 21st.
     assert order.index("job") <= 8, order
+
+
+class Overlap(Recorder):
+    """Records how many batches ran at the same moment."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.running = 0
+        self.most = 0
+
+    async def run(self, items):
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await super().run(items)
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 3])
+async def test_at_most_concurrency_batches_run_at_once(concurrency):
+    rec = Overlap(delay=0.05)
+    batcher = KeyedBatcher(
+        rec.run,
+        BatchSettings(max_batch_size=2, batch_wait_timeout_s=0),
+        concurrency=concurrency,
+    )
+    results = await asyncio.gather(*(batcher.submit("k", f"i{n}") for n in range(12)))
+    assert results == [f"done:i{n}" for n in range(12)]
+    assert rec.most == concurrency
+    assert sorted(item for batch in rec.batches for item in batch) == sorted(
+        f"i{n}" for n in range(12)
+    )
+
+
+async def test_a_free_worker_takes_what_queued_while_the_other_runs():
+    rec = Overlap(delay=0.1)
+    batcher = KeyedBatcher(
+        rec.run, BatchSettings(max_batch_size=8, batch_wait_timeout_s=0), concurrency=2
+    )
+    first = asyncio.ensure_future(batcher.submit("k", "a"))
+    await asyncio.sleep(0.02)  # "a" runs on one worker; the second is free
+    second = asyncio.ensure_future(batcher.submit("k", "b"))
+    await asyncio.sleep(0.02)  # "b" runs on the second; both busy now
+    rest = [asyncio.ensure_future(batcher.submit("k", f"c{n}")) for n in range(5)]
+    await asyncio.gather(first, second, *rest)
+    assert [len(b) for b in rec.batches] == [1, 1, 5]
+    assert rec.most == 2
+
+
+def test_concurrency_must_be_positive():
+    with pytest.raises(ValueError, match="concurrency"):
+        KeyedBatcher(Recorder().run, BatchSettings(), concurrency=0)
+
+
+class Lanes(Recorder):
+    """Records, per batch, how many background batches ran beside it when it started."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.background = 0
+        self.most_background = 0
+        self.started: dict[str, float] = {}
+
+    async def run(self, items):
+        loop = asyncio.get_running_loop()
+        jobs = all(item.startswith("job") for item in items)
+        self.background += jobs
+        self.most_background = max(self.most_background, self.background)
+        for item in items:
+            self.started[item] = loop.time()
+        try:
+            return await super().run(items)
+        finally:
+            self.background -= jobs
+
+
+async def test_background_work_leaves_a_worker_free_while_urgent_work_is_around():
+    rec = Lanes(delay=0.05)
+    settings = BatchSettings(max_batch_size=1, batch_wait_timeout_s=0, busy_window_s=1.0)
+    batcher = KeyedBatcher(rec.run, settings, urgent_priority=10, concurrency=2)
+    # Alone, a job's batches take both workers.
+    await asyncio.gather(*(batcher.submit("k", f"job{n}", priority=0) for n in range(4)))
+    assert rec.most_background == 2
+    # With interactive work around, one worker stays free for it: a live chunk that comes
+    # while jobs are queued starts at once instead of behind two job batches.
+    rec.most_background = 0
+    await batcher.submit("k", "live0", priority=10)
+    jobs = [asyncio.ensure_future(batcher.submit("k", f"job{n}b", priority=0)) for n in range(6)]
+    await asyncio.sleep(0.02)
+    asked = asyncio.get_running_loop().time()
+    await batcher.submit("k", "live1", priority=10)
+    await asyncio.gather(*jobs)
+    assert rec.most_background == 1
+    assert rec.started["live1"] - asked < 0.03
+
+
+async def test_held_back_background_work_runs_once_the_busy_window_ends():
+    rec = Lanes(delay=0.02)
+    settings = BatchSettings(max_batch_size=1, batch_wait_timeout_s=0, busy_window_s=0.2)
+    batcher = KeyedBatcher(rec.run, settings, urgent_priority=10, concurrency=2)
+    await batcher.submit("k", "live", priority=10)
+    jobs = [batcher.submit("k", f"job{n}", priority=0) for n in range(30)]
+    assert len(await asyncio.wait_for(asyncio.gather(*jobs), timeout=5)) == 30
+    assert rec.most_background == 2  # both workers again once nobody interactive is left

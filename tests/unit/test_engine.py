@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
 import pytest
 from faster_whisper import BatchedInferencePipeline
 
@@ -48,6 +51,34 @@ def test_one_batch_of_chunks_from_three_files_equals_direct_runs(engine, data_di
         direct = list(direct)
         assert "".join(s.text for s in segments) == "".join(s.text for s in direct)
         assert [(s.start, s.end) for s in segments] == [(s.start, s.end) for s in direct]
+
+
+def test_concurrent_batches_equal_the_same_batches_one_after_another(data_dir, model_cache):
+    # Two workers decode at once, each from its own thread; word timings depend on a
+    # pipeline's state, so each thread must have its own.
+    engine = WhisperEngine(
+        resolve_weights("bundled:tiny.en", model_cache), cpu_threads=1, workers=2
+    )
+    options = replace(
+        fit_to_model(DecodeOptions(), _info(False, ["en"])),
+        word_timestamps=True,
+        without_timestamps=False,
+    )
+    batches = []
+    for name in ("story.flac", "train.wav"):
+        samples = decode_audio((data_dir / name).read_bytes(), max_duration_s=600).samples
+        plan = plan_chunks(samples)
+        batches.append(
+            [
+                ChunkRequest(chunk, meta["offset"], meta["duration"], options, index=i)
+                for i, (chunk, meta) in enumerate(zip(plan.chunks, plan.metadata, strict=True))
+            ]
+        )
+    alone = [engine.transcribe_batch(batch) for batch in batches]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(engine.transcribe_batch, batches))
+    assert together == alone
+    assert any(s.words for out in alone[1] for s in out)
 
 
 def test_option_checks(engine):
