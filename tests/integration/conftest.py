@@ -41,7 +41,9 @@ def app_config(model_cache: Path, **overrides: Any):
                 "aliases": ["whisper-1"],
                 "num_cpus": 0.3,
                 "num_gpus": GPU_SHARES["tiny.en"],
-                "cpu_threads": 2,
+                # As serve_config.yaml runs it: two batches at once, one thread each.
+                "cpu_threads": 1,
+                "concurrent_batches": 2,
                 "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.2},
                 # Exact equality with faster-whisper is tested here; packing has its own tests.
                 "packing": {"mode": "off"},
