@@ -263,4 +263,3 @@ async def test_a_free_worker_takes_what_queued_while_the_other_runs():
 def test_concurrency_must_be_positive():
     with pytest.raises(ValueError, match="concurrency"):
         KeyedBatcher(Recorder().run, BatchSettings(), concurrency=0)
-
