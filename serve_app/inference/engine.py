@@ -53,7 +53,6 @@ class WhisperEngine:
             num_workers=workers,
             local_files_only=True,
         )
-        self.workers = workers
         # A pipeline keeps the last batch's speech end (word timings), so each thread that
         # decodes owns one: concurrent batches must not see each other's.
         self._pipelines = threading.local()
