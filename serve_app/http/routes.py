@@ -70,9 +70,13 @@ def transcription_router(
     async def admit(access: Access, prepared: PreparedAudio) -> None:
         if meter is not None:
             limits = access.principal.limits
-            await meter.admit(
-                access.principal.key_id, limits.audio_minutes_per_day, prepared.plan.duration
-            )
+            try:
+                await meter.admit(
+                    access.principal.key_id, limits.audio_minutes_per_day, prepared.plan.duration
+                )
+            except BaseException:
+                prepared.feed.abandon()  # refused: VAD over the rest is of no use
+                raise
 
     async def record(access: Access, prepared: PreparedAudio) -> None:
         if meter is not None:

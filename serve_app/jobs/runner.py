@@ -10,6 +10,7 @@ the result object has a deterministic key and is written before the row that poi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -87,42 +88,55 @@ class JobRunner:
         )
         if prepared.channels:
             return await self._multichannel(job, prepared)
-        total = len(prepared.plan.chunks)
+        # Chunks leave for the replicas as VAD cuts them; the total is known once it is done.
+        announced = asyncio.ensure_future(self._announce_total(job, prepared, len(done), publish))
+        started = time.monotonic()
+        results: dict[int, ChunkResult] = {i: record_to_chunk(r) for i, r in done.items()}
+        try:
+            async for index, chunk in self.service.run_chunks(prepared, skip=done):
+                total = await announced  # progress events after the total, as before
+                record = chunk_to_record(chunk, prepared.language)
+                new = await self.store.guard.run(
+                    self.store.save_checkpoint, job.id, index, record, self.worker_id
+                )
+                self.chunks_computed += 1
+                if not new:
+                    self.duplicate_checkpoints += 1
+                results[index] = chunk
+                publish(
+                    "progress",
+                    {
+                        "status": "running",
+                        "done_chunks": len(results),
+                        "total_chunks": total,
+                        "progress": _ratio(len(results), total),
+                        "chunk_index": index,
+                        "text": "".join(s.text for s in chunk.segments).strip(),
+                    },
+                )
+            await announced
+        finally:
+            if not announced.done():
+                announced.cancel()
+        prepared.timings["chunks"] = round(time.monotonic() - started, 4)
+        return await self._store_result(job, prepared, results, publish)
+
+    async def _announce_total(
+        self, job: Job, prepared: PreparedAudio, done: int, publish: Publish
+    ) -> int:
+        """Once VAD is done: store the job's chunk count and publish the first progress."""
+        total = len((await prepared.feed.complete()).chunks)
         await self.store.guard.run(self.store.set_total_chunks, job.id, total)
         publish(
             "progress",
             {
                 "status": "running",
-                "done_chunks": len(done),
+                "done_chunks": done,
                 "total_chunks": total,
-                "progress": _ratio(len(done), total),
+                "progress": _ratio(done, total),
             },
         )
-        todo = [i for i in range(total) if i not in done]
-        started = time.monotonic()
-        results: dict[int, ChunkResult] = {i: record_to_chunk(r) for i, r in done.items()}
-        async for index, chunk in self.service.run_chunks(prepared, todo):
-            record = chunk_to_record(chunk, prepared.language)
-            new = await self.store.guard.run(
-                self.store.save_checkpoint, job.id, index, record, self.worker_id
-            )
-            self.chunks_computed += 1
-            if not new:
-                self.duplicate_checkpoints += 1
-            results[index] = chunk
-            publish(
-                "progress",
-                {
-                    "status": "running",
-                    "done_chunks": len(results),
-                    "total_chunks": total,
-                    "progress": _ratio(len(results), total),
-                    "chunk_index": index,
-                    "text": "".join(s.text for s in chunk.segments).strip(),
-                },
-            )
-        prepared.timings["chunks"] = round(time.monotonic() - started, 4)
-        return await self._store_result(job, prepared, results, publish)
+        return total
 
     async def _multichannel(self, job: Job, prepared: PreparedAudio) -> str:
         """multichannel=true: the channels decode together, as one step (no chunk checkpoints:

@@ -2,20 +2,21 @@
 
 Both mirror `BatchedInferencePipeline`: the same Silero VAD options and timestamps
 (`pipeline.vad`) and the same chunk collection, so a chunk here is the chunk a direct
-pipeline run would decode.
+pipeline run would decode. Chunks come out as VAD settles them (`cut_chunks`), so a long
+file's first chunks can be decoding while VAD still runs over the rest.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from faster_whisper.vad import SpeechTimestampsMap, VadOptions, collect_chunks
+from faster_whisper.vad import SpeechTimestampsMap, VadOptions
 
 from serve_app.options import VadSettings
 from serve_app.pipeline.decode import SAMPLE_RATE
-from serve_app.pipeline.vad import speech_timestamps
+from serve_app.pipeline.vad import speech_stream
 from serve_app.results import Segment, Word
 
 CHUNK_LENGTH_S = 30
@@ -31,6 +32,10 @@ class ChunkPlan:
     speech_timestamps: list[dict] = field(default_factory=list)
     duration: float = 0.0
 
+    def speech_samples(self) -> int:
+        """Speech cut so far, in samples of the speech-only timeline."""
+        return sum(ts["end"] - ts["start"] for ts in list(self.speech_timestamps))
+
     @property
     def duration_after_vad(self) -> float:
         return sum(ts["end"] - ts["start"] for ts in self.speech_timestamps) / SAMPLE_RATE
@@ -42,13 +47,31 @@ def plan_chunks(samples: np.ndarray, vad: VadSettings | None = DEFAULT_VAD) -> C
     `vad=None` (`vad_filter=false`) cuts fixed 30 s windows; faster-whisper takes the
     whole clip when it is shorter than 30 s and refuses longer ones.
     """
-    duration = samples.shape[0] / SAMPLE_RATE
+    plan = ChunkPlan(chunks=[], metadata=[], duration=samples.shape[0] / SAMPLE_RATE)
+
+    def emit(chunk: np.ndarray, metadata: dict, last: bool) -> None:
+        plan.chunks.append(chunk)
+        plan.metadata.append(metadata)
+
+    cut_chunks(samples, vad, emit, plan.speech_timestamps)
+    return plan
+
+
+def cut_chunks(
+    samples: np.ndarray,
+    vad: VadSettings | None,
+    emit: Callable[[np.ndarray, dict, bool], None],
+    speech_out: list[dict],
+) -> None:
+    """`plan_chunks`, handing each chunk to `emit` as soon as it is final (while VAD still
+    runs over the audio after it), with `last=True` for the last one. The speech timestamps
+    go into `speech_out` as they are final, ahead of the chunk that holds them."""
     if vad is None:
         step = CHUNK_LENGTH_S * SAMPLE_RATE
-        speech = [
+        speech: Iterator[dict] = (
             {"start": start, "end": min(start + step, samples.shape[0])}
             for start in range(0, samples.shape[0], step)
-        ]
+        )
     else:
         options = VadOptions(
             threshold=vad.threshold,
@@ -56,29 +79,61 @@ def plan_chunks(samples: np.ndarray, vad: VadSettings | None = DEFAULT_VAD) -> C
             min_silence_duration_ms=vad.min_silence_duration_ms,
             speech_pad_ms=vad.speech_pad_ms,
         )
-        speech = speech_timestamps(samples, options)  # faster-whisper's, in bounded memory
-    if not speech:
-        return ChunkPlan(chunks=[], metadata=[], speech_timestamps=[], duration=duration)
-    chunks, metadata = collect_chunks(samples, speech, max_duration=CHUNK_LENGTH_S)
-    keep = [i for i, c in enumerate(chunks) if c.size > 0]
-    return ChunkPlan(
-        chunks=[chunks[i] for i in keep],
-        metadata=[metadata[i] for i in keep],
-        speech_timestamps=speech,
-        duration=duration,
-    )
+        speech = speech_stream(samples, options)  # faster-whisper's, in bounded memory
+    chunks = collect_chunks(samples, _recorded(speech, speech_out), CHUNK_LENGTH_S)
+    for chunk, metadata, last in chunks:
+        if chunk.size > 0:
+            emit(chunk, metadata, last)
 
 
-class ChunkPlanner:
-    """`plan_chunks` off the event loop, at most `workers` at once: each VAD run is one
-    thread at full speed, so more at once only adds their working memory."""
+def _recorded(speech: Iterable[dict], seen: list[dict]) -> Iterator[dict]:
+    for segment in speech:
+        seen.append(segment)
+        yield segment
 
-    def __init__(self, workers: int) -> None:
-        self._slots = asyncio.Semaphore(workers)
 
-    async def plan(self, samples: np.ndarray, vad: VadSettings | None) -> ChunkPlan:
-        async with self._slots:
-            return await asyncio.to_thread(plan_chunks, samples, vad)
+def collect_chunks(
+    audio: np.ndarray, chunks: Iterable[dict], max_duration: float, sampling_rate: int = 16000
+) -> Iterator[tuple[np.ndarray, dict, bool]]:
+    """`faster_whisper.vad.collect_chunks` as a generator, line for line: a chunk is out as
+    soon as the next segment would not fit in it (the flag: it is the last one). No
+    segments, no chunk (faster-whisper returns one empty chunk then)."""
+    current_segments: list[dict] = []
+    current_duration = 0
+    total_duration = 0
+    current_audio = np.array([], dtype=np.float32)
+    started = False
+    for chunk in chunks:
+        started = True
+        if current_duration + chunk["end"] - chunk["start"] > max_duration * sampling_rate:
+            yield (
+                current_audio,
+                {
+                    "offset": total_duration / sampling_rate,
+                    "duration": current_duration / sampling_rate,
+                    "segments": current_segments,
+                },
+                False,
+            )
+            total_duration += current_duration
+            # faster-whisper leaves this segment out of the new chunk's list; kept as is.
+            current_segments = []
+            current_audio = audio[chunk["start"] : chunk["end"]]
+            current_duration = chunk["end"] - chunk["start"]
+        else:
+            current_segments.append(chunk)
+            current_audio = np.concatenate((current_audio, audio[chunk["start"] : chunk["end"]]))
+            current_duration += chunk["end"] - chunk["start"]
+    if started:
+        yield (
+            current_audio,
+            {
+                "offset": total_duration / sampling_rate,
+                "duration": current_duration / sampling_rate,
+                "segments": current_segments,
+            },
+            True,
+        )
 
 
 def restore_timestamps(segments: list[Segment], plan: ChunkPlan) -> list[Segment]:

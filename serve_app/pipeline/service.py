@@ -14,9 +14,9 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Container, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -28,33 +28,34 @@ from serve_app.errors import (
     UnknownModel,
     VocabularyNotFound,
 )
-from serve_app.inference.protocol import ChunkRequest, ChunkResult, ModelClient, ReplicaInfo
+from serve_app.inference.protocol import ChunkResult, ModelClient, ReplicaInfo
 from serve_app.inference.speaker import SpeakerClient
 from serve_app.options import Caller, DecodeOptions, FallbackPolicy, TranscribeOptions
 from serve_app.pipeline.channels import merge_channels
-from serve_app.pipeline.chunking import ChunkPlan, ChunkPlanner, restore_timestamps
+from serve_app.pipeline.chunk_feed import ChunkFeed, ChunkPlanner
+from serve_app.pipeline.chunk_runs import ChunkRun, ChunkTranscript, in_order, run_chunks
+from serve_app.pipeline.chunking import ChunkPlan, restore_timestamps
 from serve_app.pipeline.diarize import Diarizer, DiarizeRequest, SpeakerWindows
-from serve_app.pipeline.fallback import decode_with_fallback
 from serve_app.pipeline.references import diarize_request
 from serve_app.pipeline.sandbox import DecoderPool
-from serve_app.pipeline.timing import Clock, first_window, fit_to_model, validate_array
+from serve_app.pipeline.timing import Clock, fit_to_model, validate_array
 from serve_app.pipeline.vocabulary import VocabularySource, apply_spellings, hotwords_with
-from serve_app.results import LanguageGuess, Segment, TranscriptionResult
+from serve_app.results import LanguageGuess, TranscriptionResult
 from serve_app.stores import errors as store_errors
 from serve_app.stores.records import Vocabulary
 
 logger = logging.getLogger("ray.serve")
 
-# Bounds object-store memory for very long files: chunks beyond this wait their turn.
-_MAX_CHUNKS_IN_FLIGHT = 32
+__all__ = ["ChunkTranscript", "PreparedAudio", "TranscriptionService"]
 
 
 @dataclass
 class PreparedAudio:
-    """Decoded, chunked audio with settled options: ready for the batching path."""
+    """Decoded audio with settled options, its chunks cut (`feed`, filling while VAD runs
+    over the rest): ready for the batching path."""
 
     model: str
-    plan: ChunkPlan
+    feed: ChunkFeed
     options: DecodeOptions
     language: LanguageGuess
     caller: Caller
@@ -67,18 +68,10 @@ class PreparedAudio:
     speakers: DiarizeRequest | None = None
     channels: list[PreparedAudio] = field(default_factory=list)  # multichannel: one each
 
-
-@dataclass
-class ChunkTranscript:
-    """One chunk's part of a streamed transcript, handed out in audio order."""
-
-    index: int
-    segments: list[Segment]  # times in the original audio; ids numbered across the stream
-    result: ChunkResult
-
     @property
-    def text(self) -> str:
-        return "".join(s.text for s in self.segments)
+    def plan(self) -> ChunkPlan:
+        """The chunks cut so far; all of them once `feed.finished` (`duration` at once)."""
+        return self.feed.plan
 
 
 class TranscriptionService:
@@ -168,25 +161,34 @@ class TranscriptionService:
         clock = Clock()
         pending = decode.batch_key() if decode.language else f"*{model.name}"
         self._preparing[pending] += 1
+        feeds: list[ChunkFeed] = []
         try:
             samples = await self._samples(audio, options.multichannel)
             clock.lap("decode")
             tracks = list(samples) if samples.ndim == 2 else [samples]  # multichannel: rows
             vad = options.vad_settings()
-            plans = [await self._planner.plan(track, vad) for track in tracks]
-            plan = next((p for p in plans if p.chunks), plans[0])  # language: first speech
-            clock.lap("vad")
+            feeds = [self._planner.start(track, vad) for track in tracks]
+            feed = feeds[0]
+            if len(feeds) > 1:  # the language comes from the first channel with speech
+                plans = [await f.complete() for f in feeds]
+                feed = next((f for f, p in zip(feeds, plans, strict=True) if p.chunks), feed)
             if language is None:
                 language = LanguageGuess(decode.language or "en", 1.0)
-                if decode.language is None and plan.chunks:
-                    client = self.models[model.name]
-                    language = await client.detect_language(first_window(plan.chunks))
+                if decode.language is None:
+                    window = await feed.first_window()  # VAD goes on over the rest
+                    if window:
+                        client = self.models[model.name]
+                        language = await client.detect_language(window)
             clock.lap("language")
+        except BaseException:
+            for started in feeds:
+                started.abandon()
+            raise
         finally:
             self._preparing[pending] -= 1
         prepared = PreparedAudio(
             model=model.name,
-            plan=plan,
+            feed=feed,
             options=decode.with_language(language.language),
             language=language,
             caller=caller,
@@ -199,7 +201,7 @@ class TranscriptionService:
             speakers=speakers,
         )
         if options.multichannel:
-            prepared.channels = [dataclasses.replace(prepared, plan=p) for p in plans]
+            prepared.channels = [dataclasses.replace(prepared, feed=f) for f in feeds]
         return prepared
 
     async def _speakers(self, options: TranscribeOptions) -> DiarizeRequest:
@@ -212,9 +214,8 @@ class TranscriptionService:
         if self.diarizer is None or prepared.samples is None:
             raise BadRequest("diarization was not requested")
         started = time.monotonic()
-        windows = await self.diarizer.embed_windows(
-            prepared.samples, prepared.plan.speech_timestamps
-        )
+        plan = await prepared.feed.complete()
+        windows = await self.diarizer.embed_windows(prepared.samples, plan.speech_timestamps)
         prepared.timings["embed"] = round(time.monotonic() - started, 4)
         return windows
 
@@ -242,82 +243,33 @@ class TranscriptionService:
         except store_errors.StoreError as exc:
             raise BackendUnavailable(f"storage unavailable: {exc}") from exc
 
-    async def run_chunks(
-        self, prepared: PreparedAudio, indices: Iterable[int] | None = None
+    def run_chunks(
+        self, prepared: PreparedAudio, skip: Container[int] = ()
     ) -> AsyncIterator[tuple[int, ChunkResult]]:
-        """Decode chunks through the shared batching path, yielding them as they finish."""
-        client = self.models[prepared.model]
-        wanted = range(len(prepared.plan.chunks)) if indices is None else list(indices)
-        request_id = uuid.uuid4().hex
-        semaphore = asyncio.Semaphore(_MAX_CHUNKS_IN_FLIGHT)
-        # Chunks past the first window of in-flight slots wait for results: not "coming".
-        first_wave = min(len(wanted), _MAX_CHUNKS_IN_FLIGHT)
+        """Decode chunks (all but `skip`) through the shared batching path as VAD cuts them,
+        yielding (index, result) as they finish."""
         key = prepared.options.batch_key()
+        run = ChunkRun(
+            client=self.models[prepared.model],
+            feed=prepared.feed,
+            options=prepared.options,
+            caller=prepared.caller,
+            pack=prepared.pack,
+            fallback=prepared.fallback,
+            source=self.source,
+            coming=lambda: self._coming(key, prepared.model),
+        )
+        return run_chunks(run, skip)
 
-        async def one(k: int, i: int) -> tuple[int, ChunkResult]:
-            async with semaphore:
-                meta = prepared.plan.metadata[i]
-                chunk = ChunkRequest(
-                    audio=prepared.plan.chunks[i],
-                    offset=meta["offset"],
-                    duration=meta["duration"],
-                    options=prepared.options,
-                    priority=prepared.caller.priority,
-                    tenant=prepared.caller.tenant,
-                    request_id=request_id,
-                    index=i,
-                    pack=prepared.pack,
-                    source=self.source,
-                    incoming=max(0, first_wave - k - 1) + self._coming(key, prepared.model),
-                )
-                return i, await decode_with_fallback(client, chunk, prepared.fallback)
-
-        tasks = [asyncio.ensure_future(one(k, i)) for k, i in enumerate(wanted)]
-        try:
-            for next_done in asyncio.as_completed(tasks):
-                yield await next_done
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-
-    async def stream_chunks(self, prepared: PreparedAudio) -> AsyncIterator[ChunkTranscript]:
-        """Chunks in audio order, each as soon as it and every chunk before it are done.
-
-        Built on `run_chunks` (the same batching path): chunks that finish early wait here
-        until the ones before them are out. Times are restored to the original audio per
-        chunk, as `assemble` does for the whole. The stream as a whole is capped at
-        `limits.request_timeout_s` (`Overloaded`, 503).
-        """
-        timeout_s = self.config.limits.request_timeout_s
-        deadline = time.monotonic() + timeout_s
-        total = len(prepared.plan.chunks)
-        finished: dict[int, ChunkResult] = {}
-        next_index, next_id = 0, 1
-        # An async generator: closing it cancels the chunks still in flight.
-        chunks = cast(AsyncGenerator[tuple[int, ChunkResult]], self.run_chunks(prepared))
-        try:
-            while next_index < total:
-                remaining = max(0.0, deadline - time.monotonic())
-                try:
-                    index, result = await asyncio.wait_for(anext(chunks), remaining)
-                except TimeoutError as exc:
-                    raise Overloaded(
-                        f"transcription did not finish within {timeout_s:.0f} s"
-                    ) from exc
-                finished[index] = result
-                while next_index in finished:
-                    result = finished.pop(next_index)
-                    segments = [copy.deepcopy(seg) for seg in result.segments]
-                    segments = restore_timestamps(segments, prepared.plan)
-                    segments = apply_spellings(segments, prepared.spellings)
-                    for segment in segments:
-                        segment.id = next_id
-                        next_id += 1
-                    yield ChunkTranscript(next_index, segments, result)
-                    next_index += 1
-        finally:
-            await chunks.aclose()
+    def stream_chunks(self, prepared: PreparedAudio) -> AsyncIterator[ChunkTranscript]:
+        """Chunks in audio order, each as soon as it and every chunk before it are done
+        (`chunk_runs.in_order`), within `limits.request_timeout_s` (`Overloaded`, 503)."""
+        return in_order(
+            self.run_chunks(prepared),
+            prepared.feed,
+            prepared.spellings,
+            self.config.limits.request_timeout_s,
+        )
 
     def _coming(self, key: str, model: str) -> int:
         """Requests decoding here whose chunks may join batches of `key`."""
@@ -336,7 +288,7 @@ class TranscriptionService:
             segment.id = i
         # The slowest chunk bounds the request: its wait in the queue and its batch's run.
         slowest = max(ordered, key=lambda r: r.queue_s + r.batch_s, default=None)
-        timings = dict(prepared.timings)
+        timings = {**prepared.timings, "vad": prepared.feed.vad_s}
         if slowest is not None:
             timings.update(queue=slowest.queue_s, batch=slowest.batch_s)
         timings["assemble"] = clock.lap("assemble")

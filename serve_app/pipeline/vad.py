@@ -7,9 +7,16 @@ heap keeps most of it. Here the model runs on 256 windows (8 s) at a time, built
 in place, carrying the LSTM state between runs exactly as faster-whisper does between its
 own runs; the thresholding below is faster-whisper 1.2's, line for line. A test holds both
 to the same probabilities and timestamps.
+
+Everything here is a generator (`speech_stream`): a speech segment comes out as soon as the
+probabilities after it settle it, so chunks can leave for the replicas while VAD still
+runs over the rest of a long file.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from faster_whisper.vad import VadOptions, get_vad_model
@@ -22,11 +29,18 @@ BATCH_WINDOWS = 256
 def speech_probabilities(audio: np.ndarray, batch_windows: int = BATCH_WINDOWS) -> np.ndarray:
     """One speech probability per 512-sample window of `audio` padded as faster-whisper
     pads it (always, by 1 to 512 samples)."""
+    probs = list(probability_blocks(audio, batch_windows))
+    return np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
+
+
+def probability_blocks(
+    audio: np.ndarray, batch_windows: int = BATCH_WINDOWS
+) -> Iterator[np.ndarray]:
+    """`speech_probabilities` one model run (`batch_windows` windows) at a time."""
     session = get_vad_model().session
     windows = (audio.shape[0] + WINDOW - audio.shape[0] % WINDOW) // WINDOW
     h = np.zeros((1, 1, 128), dtype=np.float32)
     c = np.zeros((1, 1, 128), dtype=np.float32)
-    probs = []
     for first in range(0, windows, batch_windows):
         last = min(first + batch_windows, windows)
         start, stop = first * WINDOW, last * WINDOW
@@ -47,23 +61,41 @@ def speech_probabilities(audio: np.ndarray, batch_windows: int = BATCH_WINDOWS) 
             writeable=False,
         )
         output, h, c = session.run(None, {"input": np.ascontiguousarray(rows), "h": h, "c": c})
-        probs.append(output.reshape(-1))
-    return np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
+        yield output.reshape(-1)
 
 
 def speech_timestamps(
     audio: np.ndarray, options: VadOptions, sampling_rate: int = 16000
 ) -> list[dict]:
     """`faster_whisper.vad.get_speech_timestamps(audio, options)`, in bounded memory."""
-    return timestamps_from_probabilities(
-        speech_probabilities(audio), audio.shape[0], options, sampling_rate
-    )
+    return list(speech_stream(audio, options, sampling_rate))
+
+
+def speech_stream(
+    audio: np.ndarray, options: VadOptions, sampling_rate: int = 16000
+) -> Iterator[dict]:
+    """`speech_timestamps`, each segment as soon as it is final."""
+    probs = itertools.chain.from_iterable(probability_blocks(audio))
+    raw = raw_speeches(probs, audio.shape[0], options, sampling_rate)
+    return padded_speeches(raw, audio.shape[0], options, sampling_rate)
 
 
 def timestamps_from_probabilities(
     speech_probs: np.ndarray, audio_length_samples: int, options: VadOptions, sampling_rate: int
 ) -> list[dict]:
     """faster-whisper 1.2.1's thresholding of the per-window probabilities, unchanged."""
+    raw = raw_speeches(speech_probs, audio_length_samples, options, sampling_rate)
+    return list(padded_speeches(raw, audio_length_samples, options, sampling_rate))
+
+
+def raw_speeches(
+    speech_probs: Iterable[float],
+    audio_length_samples: int,
+    options: VadOptions,
+    sampling_rate: int,
+) -> Iterator[dict]:
+    """faster-whisper's thresholding loop; its `speeches.append(x)` is `yield x` here (a
+    segment is never touched after it is appended)."""
     threshold = options.threshold
     neg_threshold = options.neg_threshold
     window_size_samples = WINDOW
@@ -76,7 +108,6 @@ def timestamps_from_probabilities(
     min_silence_samples_at_max_speech = sampling_rate * 98 / 1000
 
     triggered = False
-    speeches: list[dict] = []
     current_speech: dict = {}
     if neg_threshold is None:
         neg_threshold = max(threshold - 0.15, 0.01)
@@ -97,7 +128,7 @@ def timestamps_from_probabilities(
         if triggered and (window_size_samples * i) - current_speech["start"] > max_speech_samples:
             if prev_end:
                 current_speech["end"] = prev_end
-                speeches.append(current_speech)
+                yield current_speech
                 current_speech = {}
                 if next_start < prev_end:
                     triggered = False
@@ -106,7 +137,7 @@ def timestamps_from_probabilities(
                 prev_end = next_start = temp_end = 0
             else:
                 current_speech["end"] = window_size_samples * i
-                speeches.append(current_speech)
+                yield current_speech
                 current_speech = {}
                 prev_end = next_start = temp_end = 0
                 triggered = False
@@ -121,7 +152,7 @@ def timestamps_from_probabilities(
                 continue
             current_speech["end"] = temp_end
             if (current_speech["end"] - current_speech["start"]) > min_speech_samples:
-                speeches.append(current_speech)
+                yield current_speech
             current_speech = {}
             prev_end = next_start = temp_end = 0
             triggered = False
@@ -129,23 +160,31 @@ def timestamps_from_probabilities(
 
     if current_speech and (audio_length_samples - current_speech["start"]) > min_speech_samples:
         current_speech["end"] = audio_length_samples
-        speeches.append(current_speech)
+        yield current_speech
 
-    for i, speech in enumerate(speeches):
-        if i == 0:
-            speech["start"] = int(max(0, speech["start"] - speech_pad_samples))
-        if i != len(speeches) - 1:
-            silence_duration = speeches[i + 1]["start"] - speech["end"]
+
+def padded_speeches(
+    raw: Iterable[dict], audio_length_samples: int, options: VadOptions, sampling_rate: int
+) -> Iterator[dict]:
+    """faster-whisper's padding pass, one segment behind the raw ones: a segment's padding
+    depends only on its neighbours, so it is final once the next one is known."""
+    speech_pad_samples = sampling_rate * options.speech_pad_ms / 1000
+    speech: dict | None = None
+    for following in itertools.chain(raw, [None]):
+        if speech is None:  # i == 0
+            if following is not None:
+                following["start"] = int(max(0, following["start"] - speech_pad_samples))
+            speech = following
+            continue
+        if following is not None:
+            silence_duration = following["start"] - speech["end"]
             if silence_duration < 2 * speech_pad_samples:
                 speech["end"] += int(silence_duration // 2)
-                speeches[i + 1]["start"] = int(
-                    max(0, speeches[i + 1]["start"] - silence_duration // 2)
-                )
+                following["start"] = int(max(0, following["start"] - silence_duration // 2))
             else:
                 speech["end"] = int(min(audio_length_samples, speech["end"] + speech_pad_samples))
-                speeches[i + 1]["start"] = int(
-                    max(0, speeches[i + 1]["start"] - speech_pad_samples)
-                )
+                following["start"] = int(max(0, following["start"] - speech_pad_samples))
         else:
             speech["end"] = int(min(audio_length_samples, speech["end"] + speech_pad_samples))
-    return speeches
+        yield speech
+        speech = following

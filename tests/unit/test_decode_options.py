@@ -143,6 +143,8 @@ async def _batch_sizes(stack, audio: list, options: list[TranscribeOptions]) -> 
             for i, (a, o) in enumerate(zip(audio, options, strict=True))
         )
     )
+    for p in prepared:  # VAD goes on after prepare returns
+        await p.feed.complete()
 
     async def run(p) -> list[int]:
         results = {i: r async for i, r in service.run_chunks(p)}
