@@ -32,6 +32,8 @@ class Options:
     cpu_threads: int = 2
     # The service splits the same cpu_threads over this many batches at once (>= 1 each).
     concurrent_batches: int = 2
+    # Most chunks in a job's batch while interactive work is around; None: BatchSettings'.
+    busy_batch: int | None = None
     device: str = "cpu"  # "cuda" on a GPU box (float16 instead of int8)
     num_gpus: float = 0.0  # GPU share per model replica
     ray_cpus: int = 2

@@ -121,6 +121,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
             opts.device,
             opts.num_gpus,
             opts.concurrent_batches,
+            opts.busy_batch,
         )
         if opts.ingress_nice is not None:
             config["ingress"]["nice"] = opts.ingress_nice
@@ -153,6 +154,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         "shapes": opts.shapes,
         "cpu_threads": opts.cpu_threads,
         "concurrent_batches": opts.concurrent_batches,
+        "busy_background_batch_size": opts.busy_batch,
         "device": opts.device,
         "num_gpus": opts.num_gpus,
         "batch_size": sizes,
@@ -210,6 +212,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         type=int,
         default=2,
         help="batches a service replica runs at once, sharing --cpu-threads (serve_config.yaml)",
+    )
+    p.add_argument(
+        "--busy-batch",
+        type=int,
+        help="busy_background_batch_size (default: BatchSettings', as serve_config.yaml)",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: float16")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPU share per model replica")
@@ -277,7 +284,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
             setattr(opts, name, getattr(a, name))
     opts.out, opts.clip_dir, opts.model_cache = a.out, a.clip_dir, a.model_cache
     opts.batch_size, opts.batch_wait_s, opts.cpu_threads = a.batch_size, a.batch_wait, a.cpu_threads
-    opts.concurrent_batches = a.concurrent_batches
+    opts.concurrent_batches, opts.busy_batch = a.concurrent_batches, a.busy_batch
     opts.device, opts.num_gpus, opts.ray_cpus = a.device, a.num_gpus, a.ray_cpus
     opts.ingress_nice, opts.model_nice = a.ingress_nice, a.model_nice
     opts.job_rate, opts.drain_timeout_s, opts.skip_jobs = a.job_rate, a.drain_timeout, a.skip_jobs

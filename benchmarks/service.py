@@ -49,13 +49,20 @@ def bench_config(
     device: str = "cpu",
     num_gpus: float = 0.0,
     concurrent_batches: int = 1,
+    busy_batch: int | None = None,
 ) -> dict[str, Any]:
     """App config for a local run: every model int8 on CPU with the same thread count.
 
     Fractional `num_cpus` lets an ingress, two model replicas and the job tracker fit on
     2 cores; `cpu_threads` is what sizes the real compute: a replica gets the same threads
     as a baseline, split over `concurrent_batches` batches at once (at least 1 each).
+    `busy_batch` sets `busy_background_batch_size` (None: BatchSettings' default, as in
+    serve_config.yaml).
     """
+    threads = max(1, cpu_threads // concurrent_batches)
+    batching: dict[str, Any] = {"max_batch_size": batch_size, "batch_wait_timeout_s": batch_wait_s}
+    if busy_batch is not None:
+        batching["busy_background_batch_size"] = busy_batch
     state = Path(tempfile.mkdtemp(prefix="whisper-bench-state-"))
     return {
         "default_model": models[0],
@@ -69,13 +76,13 @@ def bench_config(
             {
                 "name": name,
                 "num_cpus": 0.5,
-                "cpu_threads": max(1, cpu_threads // concurrent_batches),
+                "cpu_threads": threads,
                 "concurrent_batches": concurrent_batches,
                 "compute_type": "float16" if device == "cuda" else "int8",
                 "device": device,
                 "num_gpus": num_gpus,
                 "max_ongoing_requests": max(32, 4 * batch_size),
-                "batching": {"max_batch_size": batch_size, "batch_wait_timeout_s": batch_wait_s},
+                "batching": batching,
             }
             for name in models
         ],
