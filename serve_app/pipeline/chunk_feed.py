@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class ChunkFeed:
         self.finished = False
         self.vad_s = 0.0  # how long the cutting took, start to end
         self._started: float | None = None  # when the cutting began
+        self._on_end: list[Callable[[], None]] = []
         self._error: BaseException | None = None
         self._changed = asyncio.Event()
         self._stop = threading.Event()
@@ -85,6 +87,13 @@ class ChunkFeed:
             index += 1
         return first_window(self.plan.chunks)
 
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the plan is complete (or the cutting failed), or now."""
+        if self.finished:
+            callback()
+        else:
+            self._on_end.append(callback)
+
     def abandon(self) -> None:
         """Stop cutting: nobody will read what is left (the request went away)."""
         self._stop.set()
@@ -104,9 +113,14 @@ class ChunkFeed:
         self._changed.set()
 
     def _end(self) -> None:
-        if not self.finished and self._started is not None:
+        if self.finished:
+            return
+        if self._started is not None:
             self.vad_s = round(time.monotonic() - self._started, 4)
         self.finished = True
+        callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            callback()
 
     def _raise(self) -> None:
         if self._error is not None:

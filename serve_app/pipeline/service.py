@@ -89,8 +89,9 @@ class TranscriptionService:
         self.config = config
         self.models = dict(models)
         self._info: dict[str, ReplicaInfo] = {}
-        # Requests still decoding here, by the batch key their chunks will have ("*model"
-        # while the language is still to be detected): replicas hold a batch for them.
+        # Requests still decoding or cutting chunks here, by the batch key their chunks will
+        # have ("*model" while the language is still to be detected): replicas hold a batch
+        # for them.
         self.source = uuid.uuid4().hex[:12]
         self._preparing: Counter[str] = Counter()
         # Untrusted bytes are decoded in bounded child processes, started on first use.
@@ -185,7 +186,12 @@ class TranscriptionService:
                 started.abandon()
             raise
         finally:
-            self._preparing[pending] -= 1
+            # Until VAD is done, more chunks of this request may join batches of its key.
+            done = feeds[0] if len(feeds) == 1 else None
+            if done is None:
+                self._preparing[pending] -= 1
+            else:
+                done.on_end(lambda: self._prepared(pending))
         prepared = PreparedAudio(
             model=model.name,
             feed=feed,
@@ -270,6 +276,9 @@ class TranscriptionService:
             prepared.spellings,
             self.config.limits.request_timeout_s,
         )
+
+    def _prepared(self, pending: str) -> None:
+        self._preparing[pending] -= 1
 
     def _coming(self, key: str, model: str) -> int:
         """Requests decoding here whose chunks may join batches of `key`."""

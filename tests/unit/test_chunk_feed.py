@@ -158,3 +158,18 @@ async def test_chunks_decode_while_vad_runs(stack, long_audio: np.ndarray) -> No
     assert len(results) == len(prepared.plan.chunks) > 4
     assert finished_when_sent[0] is False
     await asyncio.sleep(0)
+
+
+@LOOP
+async def test_a_request_counts_as_coming_until_its_vad_is_done(stack, long_audio) -> None:
+    """Other requests' chunks may wait for this one's while VAD still cuts it."""
+    service = stack.service
+    prepared = await service.prepare(long_audio, TranscribeOptions(), Caller())
+    key = prepared.options.batch_key()
+    assert not prepared.feed.finished and service._coming(key, "tiny.en") == 1
+    ended: list[bool] = []
+    prepared.feed.on_end(lambda: ended.append(True))
+    await prepared.feed.complete()
+    assert ended == [True] and service._coming(key, "tiny.en") == 0
+    prepared.feed.on_end(lambda: ended.append(True))  # already over: called at once
+    assert ended == [True, True]
