@@ -4,7 +4,8 @@ Chunks from every caller (HTTP, handles, jobs) queue here, grouped by their deco
 key; chunks that share a key are decoded in one batched call. At most `concurrency` batches
 run at once per replica (one per model worker), and the next batch is formed only when a
 worker is free, so chunks that arrive while the workers are busy are picked up together:
-under load batches fill up without waiting.
+under load batches fill up without waiting. When other workers are idle and the callers
+said nothing more is coming, the queue is split evenly over them (`_share`).
 
 How long a non-full batch waits is the callers' word where they give it (`linger`): while
 more chunks are known to be on their way (requests still decoding at the ingress) it
@@ -154,7 +155,7 @@ class KeyedBatcher(Generic[T, R]):
                     await self._wakeup.wait()
                     continue
                 await self._fill(lane)
-                batch = self._take(lane)
+                batch = self._take(lane, self._share(lane))
                 self._on_queued(self.queued)
                 if batch:
                     self._last_batch_urgent = lane[1]
@@ -208,11 +209,25 @@ class KeyedBatcher(Generic[T, R]):
             except TimeoutError:
                 return
 
-    def _take(self, lane: tuple[str, bool]) -> list[_Pending[T, R]]:
+    def _share(self, lane: tuple[str, bool]) -> float | None:
+        """This batch's part of the queue when other workers are idle and the callers said
+        nothing more is coming: an even split, so that a burst that fits one batch (short
+        packed clips cost less than a slot) does not run on one worker while another idles.
+        While more is on its way the batch takes what it can, as before: splitting early
+        left the late arrivals waiting for a third batch."""
+        idle = self._concurrency - len(self._running) - 1  # besides the one forming this
+        queue = self._queues.get(lane, [])
+        if idle < 1 or not queue:
+            return None
+        if self._linger([p.item for p in queue if not p.future.done()]) is not False:
+            return None
+        return self._queued_cost(queue) / (idle + 1)
+
+    def _take(self, lane: tuple[str, bool], share: float | None = None) -> list[_Pending[T, R]]:
         queue = self._queues.get(lane, [])
         batch: list[_Pending[T, R]] = []
         used = 0.0
-        capacity = self._capacity(lane)
+        capacity = self._capacity(lane) if share is None else min(self._capacity(lane), share)
         while queue:
             if queue[0].future.done():  # caller went away while queued
                 heapq.heappop(queue)

@@ -263,3 +263,35 @@ async def test_a_free_worker_takes_what_queued_while_the_other_runs():
 def test_concurrency_must_be_positive():
     with pytest.raises(ValueError, match="concurrency"):
         KeyedBatcher(Recorder().run, BatchSettings(), concurrency=0)
+
+
+@pytest.mark.parametrize(
+    ("coming", "sizes"), [(False, [8, 8]), (True, [16]), (None, [16])], ids=str
+)
+async def test_idle_workers_split_a_queue_only_when_nothing_more_is_coming(coming, sizes):
+    """16 packed clips fit one batch (a fifth of a slot each): with nothing more on its way
+    and a second worker idle they go 8 + 8; while more is coming (or without word) the
+    batch takes what it can, as it always did."""
+    rec = Overlap(delay=0.05)
+    batcher = KeyedBatcher(
+        rec.run,
+        BatchSettings(max_batch_size=8, batch_wait_timeout_s=0.02, max_linger_s=0.02),
+        cost=lambda _item: 0.2,
+        linger=lambda _items: coming,
+        concurrency=2,
+    )
+    await asyncio.gather(*(batcher.submit("k", f"i{n}") for n in range(16)))
+    assert sorted(len(b) for b in rec.batches) == sizes
+    assert rec.most == len(sizes)
+
+
+async def test_a_split_leaves_nothing_behind_with_one_worker_or_a_busy_one():
+    rec = Overlap(delay=0.05)
+    batcher = KeyedBatcher(
+        rec.run,
+        BatchSettings(max_batch_size=8, batch_wait_timeout_s=0),
+        linger=lambda _items: False,
+        concurrency=1,
+    )
+    await asyncio.gather(*(batcher.submit("k", f"i{n}") for n in range(5)))
+    assert [len(b) for b in rec.batches] == [5]
