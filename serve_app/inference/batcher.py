@@ -97,7 +97,9 @@ class KeyedBatcher(Generic[T, R]):
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        # Running batches -> (started, cost): what the busy workers still have to do.
+        self._running: dict[asyncio.Task[None], tuple[float, float]] = {}
+        self._seconds_per_slot: float | None = None  # learned from finished batches
         self.size_histogram: Counter[int] = Counter()
         self.batches = 0
 
@@ -160,7 +162,8 @@ class KeyedBatcher(Generic[T, R]):
                 if batch:
                     self._last_batch_urgent = lane[1]
                     task = asyncio.get_running_loop().create_task(self._execute(lane, batch))
-                    self._running.add(task)
+                    cost = sum(self._cost(p.item) for p in batch)
+                    self._running[task] = (time.monotonic(), cost)
                     task.add_done_callback(self._batch_done)
                     started = True
             finally:
@@ -168,7 +171,11 @@ class KeyedBatcher(Generic[T, R]):
                     self._slots.release()
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        started, cost = self._running.pop(task, (time.monotonic(), 0.0))
+        if cost > 0 and not task.cancelled():
+            rate = (time.monotonic() - started) / cost
+            learned = self._seconds_per_slot
+            self._seconds_per_slot = rate if learned is None else 0.8 * learned + 0.2 * rate
         assert self._slots is not None
         self._slots.release()
 
@@ -210,18 +217,22 @@ class KeyedBatcher(Generic[T, R]):
                 return
 
     def _share(self, lane: tuple[str, bool]) -> float | None:
-        """This batch's part of the queue when other workers are idle and the callers said
-        nothing more is coming: an even split, so that a burst that fits one batch (short
-        packed clips cost less than a slot) does not run on one worker while another idles.
-        While more is on its way the batch takes what it can, as before: splitting early
-        left the late arrivals waiting for a third batch."""
-        idle = self._concurrency - len(self._running) - 1  # besides the one forming this
+        """This batch's part of the queue once the callers said nothing more is coming: an
+        even split of the queued work plus what the busy workers still have to do, so that
+        a burst that fits one batch (short packed clips cost less than a slot) does not run
+        on one worker while another idles or is about to be free. While more is on its way
+        the batch takes what it can: splitting early left late arrivals for a third batch."""
         queue = self._queues.get(lane, [])
-        if idle < 1 or not queue:
+        if not queue or self._linger([p.item for p in queue if not p.future.done()]) is not False:
             return None
-        if self._linger([p.item for p in queue if not p.future.done()]) is not False:
-            return None
-        return self._queued_cost(queue) / (idle + 1)
+        queued = self._queued_cost(queue)
+        now = time.monotonic()
+        busy = 0.0
+        for started, cost in self._running.values():
+            expected = cost * self._seconds_per_slot if self._seconds_per_slot else None
+            busy += cost if not expected else cost * max(0.0, 1 - (now - started) / expected)
+        share = (queued + busy) / (self._concurrency)
+        return share if share < queued else None
 
     def _take(self, lane: tuple[str, bool], share: float | None = None) -> list[_Pending[T, R]]:
         queue = self._queues.get(lane, [])

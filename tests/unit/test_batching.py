@@ -295,3 +295,24 @@ async def test_a_split_leaves_nothing_behind_with_one_worker_or_a_busy_one():
     )
     await asyncio.gather(*(batcher.submit("k", f"i{n}") for n in range(5)))
     assert [len(b) for b in rec.batches] == [5]
+
+
+async def test_a_worker_leaves_part_of_the_queue_to_one_that_is_about_to_be_free():
+    """One clip runs alone on a worker; 15 more queue with nothing else coming. The other
+    worker takes about half of the work left (the running clip counted), not all 15, and
+    the first worker takes the rest once it is free."""
+    rec = Overlap(delay=0.05)
+    coming = [True]
+    batcher = KeyedBatcher(
+        rec.run,
+        BatchSettings(max_batch_size=8, batch_wait_timeout_s=0, max_linger_s=0.01),
+        cost=lambda _item: 0.2,
+        linger=lambda _items: coming[0],
+        concurrency=2,
+    )
+    coming[0] = False
+    first = asyncio.ensure_future(batcher.submit("k", "first"))
+    await asyncio.sleep(0.01)  # "first" runs alone
+    await asyncio.gather(first, *(batcher.submit("k", f"i{n}") for n in range(15)))
+    assert [len(b) for b in rec.batches] == [1, 8, 7]
+    assert rec.most == 2
