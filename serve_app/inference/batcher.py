@@ -217,22 +217,34 @@ class KeyedBatcher(Generic[T, R]):
                 return
 
     def _share(self, lane: tuple[str, bool]) -> float | None:
-        """This batch's part of the queue once the callers said nothing more is coming: an
-        even split of the queued work plus what the busy workers still have to do, so that
-        a burst that fits one batch (short packed clips cost less than a slot) does not run
-        on one worker while another idles or is about to be free. While more is on its way
-        the batch takes what it can: splitting early left late arrivals for a third batch."""
+        """This batch's part of the queue once the callers said nothing more is coming.
+
+        The queued work is split evenly over this worker, the idle ones and the busy ones
+        that will be free soon (less than half the queue left to run; their remaining work
+        counted), so that a burst that fits one batch (short packed clips cost less than a
+        slot) does not run on one worker while another idles or is about to be free. A
+        worker that stays busy longer gets nothing left for it. While more is on its way
+        the batch takes what it can: splitting early left late arrivals for a third batch.
+        """
         queue = self._queues.get(lane, [])
         if not queue or self._linger([p.item for p in queue if not p.future.done()]) is not False:
             return None
         queued = self._queued_cost(queue)
         now = time.monotonic()
-        busy = 0.0
-        for started, cost in self._running.values():
-            expected = cost * self._seconds_per_slot if self._seconds_per_slot else None
-            busy += cost if not expected else cost * max(0.0, 1 - (now - started) / expected)
-        share = (queued + busy) / (self._concurrency)
+        soon = [
+            left
+            for left in (self._left(started, cost, now) for started, cost in self._running.values())
+            if left < queued / 2
+        ]
+        idle = self._concurrency - len(self._running) - 1
+        share = (queued + sum(soon)) / (1 + idle + len(soon))
         return share if share < queued else None
+
+    def _left(self, started: float, cost: float, now: float) -> float:
+        """A running batch's work still to do, in slots (all of it until a rate is known)."""
+        if not self._seconds_per_slot:
+            return cost
+        return cost * max(0.0, 1 - (now - started) / (cost * self._seconds_per_slot))
 
     def _take(self, lane: tuple[str, bool], share: float | None = None) -> list[_Pending[T, R]]:
         queue = self._queues.get(lane, [])

@@ -316,3 +316,21 @@ async def test_a_worker_leaves_part_of_the_queue_to_one_that_is_about_to_be_free
     await asyncio.gather(first, *(batcher.submit("k", f"i{n}") for n in range(15)))
     assert [len(b) for b in rec.batches] == [1, 8, 7]
     assert rec.most == 2
+
+
+async def test_nothing_is_left_for_a_worker_that_stays_busy():
+    """Unpacked clips, one slot each: 7 run on one worker, 8 queue with nothing coming.
+    The free worker takes all 8; it leaves none for a worker busy as long as itself."""
+    rec = Overlap(delay=0.1)
+    coming = [True]
+    batcher = KeyedBatcher(
+        rec.run,
+        BatchSettings(max_batch_size=8, batch_wait_timeout_s=0, max_linger_s=0.01),
+        linger=lambda _items: coming[0],
+        concurrency=2,
+    )
+    busy = [asyncio.ensure_future(batcher.submit("k", f"a{n}")) for n in range(7)]
+    await asyncio.sleep(0.03)  # the 7 run together (more was said to be coming)
+    coming[0] = False
+    await asyncio.gather(*busy, *(batcher.submit("k", f"b{n}") for n in range(8)))
+    assert [len(b) for b in rec.batches] == [7, 8]
