@@ -217,7 +217,8 @@ class KeyedBatcher(Generic[T, R]):
                 return
 
     def _share(self, lane: tuple[str, bool]) -> float | None:
-        """This batch's part of the queue once the callers said nothing more is coming.
+        """This batch's part of the queue once the callers said nothing more is coming and
+        all of it would fit in this one batch.
 
         The queued work is split evenly over this worker, the idle ones and the busy ones
         that will be free soon (less than half the queue left to run; their remaining work
@@ -230,6 +231,11 @@ class KeyedBatcher(Generic[T, R]):
         if not queue or self._linger([p.item for p in queue if not p.future.done()]) is not False:
             return None
         queued = self._queued_cost(queue)
+        if queued > self._capacity(lane):
+            # More than one batch's worth: the capacity splits it already, and a word of
+            # "nothing more" that came too early (a request still on its way to the
+            # ingress) would leave its chunk to wait for a third batch.
+            return None
         now = time.monotonic()
         soon = [
             left

@@ -36,6 +36,9 @@ class ChunkRequest:
     # send this replica's model (None: the caller cannot say).
     source: str = ""
     incoming: int | None = None
+    # The sender's count of hints given: concurrent calls reach a replica in any order,
+    # and only the newest word of a source counts.
+    hint_seq: int = 0
 
 
 @dataclass

@@ -85,9 +85,9 @@ class ModelReplica:
         )
         self.clips_per_window: Counter[int] = Counter()
         self._last_batch: tuple[float, list[int]] = (0.0, [])
-        # (source, batch key) -> (chunks it said were still to come, when): what a batch of
-        # that key may wait for.
-        self._incoming: dict[tuple[str, str], tuple[int, float]] = {}
+        # (source, batch key) -> (chunks it said were still to come, when, its hint_seq):
+        # what a batch of that key may wait for.
+        self._incoming: dict[tuple[str, str], tuple[int, float, int]] = {}
 
     def reconfigure(self, settings: BatchSettings) -> None:
         """Live batch tuning; the next batch uses the new limits."""
@@ -97,8 +97,7 @@ class ModelReplica:
     async def transcribe_chunk(self, request: ChunkRequest) -> ChunkResult:
         started = time.monotonic()
         key = request.options.batch_key()
-        if request.incoming is not None:
-            self._incoming[(request.source, key)] = (request.incoming, started)
+        self._note_hint(request, key, started)
         result = await self.batcher.submit(key, request, priority=request.priority)
         waited = time.monotonic() - started - result.batch_s
         return replace(result, queue_s=round(max(0.0, waited), 4))
@@ -129,6 +128,15 @@ class ModelReplica:
             packed_fallbacks=self.engine.packed_fallbacks,
         )
 
+    def _note_hint(self, request: ChunkRequest, key: str, now: float) -> None:
+        """Keep a source's newest word on what is coming (calls arrive in any order)."""
+        if request.incoming is None:
+            return
+        hint = (request.source, key)
+        last = self._incoming.get(hint)
+        if last is None or not request.hint_seq or request.hint_seq > last[2]:
+            self._incoming[hint] = (request.incoming, now, request.hint_seq)
+
     def _more_coming(self, queued: Sequence[ChunkRequest]) -> bool | None:
         """Callers' word on what is coming: see `KeyedBatcher` (`linger`)."""
         if not queued:
@@ -136,7 +144,7 @@ class ModelReplica:
         key = queued[0].options.batch_key()
         now = time.monotonic()
         fresh = self.batcher.settings.max_linger_s
-        for (source, hinted), (count, at) in list(self._incoming.items()):
+        for (source, hinted), (count, at, _seq) in list(self._incoming.items()):
             if now - at > fresh:
                 del self._incoming[(source, hinted)]  # stale: a request failed or went quiet
             elif count > 0 and hinted == key:

@@ -53,6 +53,7 @@ class ChunkRun:
     fallback: FallbackPolicy
     source: str  # the ingress, for the replicas' "more is coming" bookkeeping
     coming: Callable[[], int]  # other requests still decoding whose chunks may join
+    hint_seq: Callable[[], int]  # the sender's next hint number (see ChunkRequest)
 
 
 async def run_chunks(
@@ -85,6 +86,7 @@ async def run_chunks(
                 pack=run.pack,
                 source=run.source,
                 incoming=max(0, ahead) + (0 if feed.finished else 1) + run.coming(),
+                hint_seq=run.hint_seq(),
             )
             return i, await decode_with_fallback(run.client, chunk, run.fallback)
 

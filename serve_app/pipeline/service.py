@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import itertools
 import logging
 import time
 import uuid
@@ -94,6 +95,7 @@ class TranscriptionService:
         # for them.
         self.source = uuid.uuid4().hex[:12]
         self._preparing: Counter[str] = Counter()
+        self._hints = itertools.count(1)
         # Untrusted bytes are decoded in bounded child processes, started on first use.
         self._decoder = DecoderPool(
             config.limits.decode_workers, config.limits.decode_max_memory_mb
@@ -264,6 +266,7 @@ class TranscriptionService:
             fallback=prepared.fallback,
             source=self.source,
             coming=lambda: self._coming(key, prepared.model),
+            hint_seq=lambda: next(self._hints),
         )
         return run_chunks(run, skip)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,30 @@ async def test_a_request_counts_as_coming_until_its_vad_is_done(stack, long_audi
     assert ended == [True] and service._coming(key, "tiny.en") == 0
     prepared.feed.on_end(lambda: ended.append(True))  # already over: called at once
     assert ended == [True, True]
+
+
+def test_a_replica_keeps_each_senders_newest_word(replica) -> None:
+    """Hints reach a replica in any order: an older "3 more coming" that arrives after the
+    newer "nothing more" does not make a batch wait."""
+    from serve_app.inference.protocol import ChunkRequest
+    from serve_app.options import DecodeOptions
+
+    def chunk(incoming: int, seq: int) -> ChunkRequest:
+        return ChunkRequest(
+            audio=np.zeros(16000, np.float32),
+            offset=0.0,
+            duration=1.0,
+            options=DecodeOptions(language="en"),
+            source="ingress-a",
+            incoming=incoming,
+            hint_seq=seq,
+        )
+
+    key = DecodeOptions(language="en").batch_key()
+    newest = chunk(0, 8)
+    replica._note_hint(newest, key, time.monotonic())
+    replica._note_hint(chunk(3, 5), key, time.monotonic())  # sent earlier, arrived later
+    assert replica._more_coming([newest]) is False
+    replica._note_hint(chunk(2, 9), key, time.monotonic())
+    assert replica._more_coming([newest]) is True
+    replica._incoming.clear()
