@@ -24,7 +24,7 @@ class BatchSettings(_Strict):
         "the callers gave no word of what is coming.",
     )
     max_linger_s: float = Field(
-        0.1,
+        0.2,
         ge=0.0,
         le=10.0,
         description="How long a non-full batch may wait for chunks its callers said are on "

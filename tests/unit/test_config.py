@@ -64,7 +64,7 @@ def test_transcriber_options_follow_model_config():
     assert opts["user_config"] == {
         "max_batch_size": 16,
         "batch_wait_timeout_s": 0.02,
-        "max_linger_s": 0.1,
+        "max_linger_s": 0.2,
         "busy_background_batch_size": 4,
         "busy_window_s": 1.0,
     }
