@@ -39,14 +39,6 @@ class ChunkFeed:
         self._changed = asyncio.Event()
         self._stop = threading.Event()
 
-    @classmethod
-    def of(cls, plan: ChunkPlan) -> ChunkFeed:
-        """A feed that is already complete."""
-        feed = cls(plan.duration)
-        feed.plan = plan
-        feed.finished = True
-        return feed
-
     @property
     def count(self) -> int:
         """Chunks cut so far."""
@@ -142,10 +134,6 @@ class ChunkPlanner:
         self._running.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._running.discard)
         return feed
-
-    async def plan(self, samples: np.ndarray, vad: VadSettings | None) -> ChunkPlan:
-        """The whole plan of `samples`."""
-        return await self.start(samples, vad).complete()
 
     async def _cut(self, feed: ChunkFeed, samples: np.ndarray, vad: VadSettings | None) -> None:
         loop = asyncio.get_running_loop()

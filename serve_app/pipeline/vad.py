@@ -80,14 +80,6 @@ def speech_stream(
     return padded_speeches(raw, audio.shape[0], options, sampling_rate)
 
 
-def timestamps_from_probabilities(
-    speech_probs: np.ndarray, audio_length_samples: int, options: VadOptions, sampling_rate: int
-) -> list[dict]:
-    """faster-whisper 1.2.1's thresholding of the per-window probabilities, unchanged."""
-    raw = raw_speeches(speech_probs, audio_length_samples, options, sampling_rate)
-    return list(padded_speeches(raw, audio_length_samples, options, sampling_rate))
-
-
 def raw_speeches(
     speech_probs: Iterable[float],
     audio_length_samples: int,
