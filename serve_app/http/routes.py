@@ -146,7 +146,10 @@ def transcription_router(
                 recording.add_done_callback(background.discard)
             if observer is not None:
                 total = time.monotonic() - started
-                observer.request_phases(prepared.model, {**phases, "total": total})
+                # VAD may still have been cutting when the header went out: its time is
+                # known only now.
+                vad = {"vad": prepared.feed.vad_s}
+                observer.request_phases(prepared.model, {**phases, **vad, "total": total})
 
         events = transcript_events(
             service,
