@@ -38,7 +38,7 @@ class ChunkPlan:
 
     @property
     def duration_after_vad(self) -> float:
-        return sum(ts["end"] - ts["start"] for ts in self.speech_timestamps) / SAMPLE_RATE
+        return self.speech_samples() / SAMPLE_RATE
 
 
 def plan_chunks(samples: np.ndarray, vad: VadSettings | None = DEFAULT_VAD) -> ChunkPlan:
